@@ -1,0 +1,62 @@
+/**
+ * In-memory RoomStore for fast in-process tests. Not durable: never used by a node process.
+ */
+import { checkContiguous, type HistoryQuery, type RoomStore, type SendRecord, type StoredMessage } from "./room-store.js";
+
+export class MemoryRoomStore implements RoomStore {
+  private readonly messages = new Map<string, StoredMessage[]>();
+  private readonly sends = new Map<string, SendRecord>();
+  /** Fault switch for tests: the next append throws. */
+  failNextAppend = false;
+
+  head(room: string): number {
+    return this.messages.get(room)?.length ?? 0;
+  }
+
+  findSend(room: string, user: string, id: string): SendRecord | undefined {
+    return this.sends.get(sendKey(room, user, id));
+  }
+
+  append(messages: readonly StoredMessage[]): void {
+    if (this.failNextAppend) {
+      this.failNextAppend = false;
+      throw new Error("injected append failure");
+    }
+    checkContiguous(messages, (room) => this.head(room));
+    const keys = new Set<string>();
+    for (const m of messages) {
+      const key = sendKey(m.room, m.user, m.id);
+      if (this.sends.has(key) || keys.has(key)) throw new Error(`duplicate send ${key}`);
+      keys.add(key);
+    }
+    for (const m of messages) {
+      let list = this.messages.get(m.room);
+      if (list === undefined) this.messages.set(m.room, (list = []));
+      list.push({ ...m });
+      this.sends.set(sendKey(m.room, m.user, m.id), { seq: m.seq, ts: m.ts });
+    }
+  }
+
+  history(room: string, query: HistoryQuery): StoredMessage[] {
+    const list = this.messages.get(room) ?? [];
+    const before = query.before ?? Number.MAX_SAFE_INTEGER;
+    // seq n sits at index n-1, so ranges are slices.
+    if (query.after === undefined && query.before !== undefined) {
+      const end = Math.min(list.length, before - 1);
+      return list.slice(Math.max(0, end - query.limit), Math.max(0, end));
+    }
+    const start = query.after ?? 0;
+    const end = Math.min(list.length, before - 1, start + query.limit);
+    return list.slice(start, Math.max(start, end));
+  }
+
+  rooms(): string[] {
+    return [...this.messages.keys()].sort();
+  }
+
+  close(): void {}
+}
+
+function sendKey(room: string, user: string, id: string): string {
+  return JSON.stringify([room, user, id]);
+}

@@ -1,0 +1,59 @@
+/**
+ * The owner's durable room storage.
+ *
+ * Contract (every implementation, checked by test/unit/room-store.contract.ts):
+ * - `append` is atomic and durable on return: either every message of the batch is stored (and survives
+ *   a process crash) or none is and it throws. Batches may mix rooms; that is how the owner group-commits.
+ * - Within a room, seqs are consecutive from 1. `append` refuses a message whose seq is not the room's head
+ *   + 1 (that would be a gap or a second writer), and a second message with the same (room, user, id).
+ * - `history` returns messages ascending by seq. With `after` it returns the first `limit` messages above it;
+ *   with only `before` the last `limit` messages below it (scroll-back).
+ * - Calls are synchronous and must come from one thread; the room actor is the only writer of a room.
+ */
+export interface StoredMessage {
+  readonly room: string;
+  readonly seq: number;
+  /** Client-chosen idempotency key, unique per (room, user). */
+  readonly id: string;
+  readonly user: string;
+  readonly text: string;
+  /** Owner commit time, ms since the Unix epoch. */
+  readonly ts: number;
+}
+
+export interface HistoryQuery {
+  /** Only seq > after. */
+  readonly after?: number;
+  /** Only seq < before. */
+  readonly before?: number;
+  readonly limit: number;
+}
+
+export interface SendRecord {
+  readonly seq: number;
+  readonly ts: number;
+}
+
+export interface RoomStore {
+  /** Latest committed seq of the room; 0 for a room never written. */
+  head(room: string): number;
+  /** The earlier send with this idempotency key, if any. */
+  findSend(room: string, user: string, id: string): SendRecord | undefined;
+  append(messages: readonly StoredMessage[]): void;
+  history(room: string, query: HistoryQuery): StoredMessage[];
+  /** Rooms that hold at least one message. */
+  rooms(): string[];
+  close(): void;
+}
+
+/** Checks the append contract against the heads the store reports; shared by implementations. */
+export function checkContiguous(messages: readonly StoredMessage[], head: (room: string) => number): void {
+  const next = new Map<string, number>();
+  for (const m of messages) {
+    const expected = (next.get(m.room) ?? head(m.room)) + 1;
+    if (m.seq !== expected) {
+      throw new Error(`room ${m.room}: append seq ${m.seq} but expected ${expected} (gap or second writer)`);
+    }
+    next.set(m.room, m.seq);
+  }
+}
