@@ -1,0 +1,33 @@
+/** `fractal node`: runs one node in the foreground until SIGTERM/SIGINT, then stops gracefully. */
+import { parseNodeConfig, type RawFlags } from "../config.js";
+import { startNode } from "../node.js";
+
+export async function nodeCommand(flags: RawFlags): Promise<void> {
+  const config = parseNodeConfig(flags);
+  const node = await startNode(config);
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (++signals > 1) {
+      node.log.warn({ signal }, "second signal: exiting now");
+      process.exit(1);
+    }
+    node.log.info({ signal }, "signal received, stopping gracefully");
+    node.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        node.log.error({ err }, "graceful stop failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  // A bug must not take the node down silently, nor keep a half-dead node running: log and exit non-zero.
+  process.on("uncaughtException", (err) => {
+    node.log.fatal({ err }, "uncaught exception");
+    process.exit(70);
+  });
+  process.on("unhandledRejection", (err) => {
+    node.log.error({ err }, "unhandled rejection");
+  });
+}

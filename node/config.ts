@@ -1,0 +1,115 @@
+/**
+ * Node configuration: one typed object, parsed once from flags, `FRACTAL_*` environment variables and
+ * defaults (in that order of precedence). This is the only module that reads `process.env`.
+ */
+import { resolve, dirname } from "node:path";
+import { z } from "zod";
+import { mapFromPeers, NODE_ID_PATTERN, type ClusterMap } from "../shards/index.js";
+import { FractalError } from "../shards/index.js";
+
+const port = z.coerce.number().int().min(0).max(65535);
+const positiveInt = z.coerce.number().int().positive();
+
+/** Every node flag: its name on the command line (the env variable is FRACTAL_<FLAG>), help and default. */
+export const NODE_FLAGS = {
+  id: { help: "node id, unique in the cluster (e.g. n1)" },
+  host: { help: "address to bind HTTP and gRPC on", default: "127.0.0.1" },
+  "advertise-host": { help: "address peers and clients reach this node at (default: --host)" },
+  "http-port": { help: "HTTP / socket.io port", default: "8080" },
+  "grpc-port": { help: "gRPC port for peers", default: "9080" },
+  "data-dir": { help: "directory for this node's SQLite file", default: "./data/n1" },
+  peers: { help: "static membership: id=host:grpcPort,... (every node of the cluster, itself included)" },
+  region: { help: "region name of this node", default: "local" },
+  "object-store": { help: "object store: a directory path or s3://bucket/prefix (default <data-dir>/../objects)" },
+  "s3-endpoint": { help: "endpoint URL of an S3-compatible server" },
+  "auth-secret": { help: "secret that signs session tokens (default: generated once, kept in the object store)" },
+  "max-text-length": { help: "longest message text, in characters", default: "4000" },
+  "forward-timeout-ms": { help: "deadline of a forwarded room operation, ms", default: "3000" },
+  "rate-limit": { help: "sends per second per connection (burst: twice as many)", default: "50" },
+  "log-level": { help: "pino log level: fatal, error, warn, info, debug, trace, silent", default: "info" },
+} as const satisfies Record<string, { help: string; default?: string }>;
+
+export type NodeFlag = keyof typeof NODE_FLAGS;
+export type RawFlags = Partial<Record<NodeFlag, string | undefined>>;
+
+const schema = z.object({
+  id: z.string().regex(NODE_ID_PATTERN, "must be 1-32 of A-Z a-z 0-9 _ . - starting with a letter or digit"),
+  host: z.string().min(1),
+  "advertise-host": z.string().min(1).optional(),
+  "http-port": port,
+  "grpc-port": port,
+  "data-dir": z.string().min(1),
+  peers: z.string().min(1, "is required (e.g. n1=127.0.0.1:9080,n2=127.0.0.1:9081)"),
+  region: z.string().regex(/^[a-z0-9-]{1,32}$/, "must be 1-32 of a-z 0-9 -"),
+  "object-store": z.string().min(1).optional(),
+  "s3-endpoint": z.url().optional(),
+  "auth-secret": z.string().min(16, "must be at least 16 characters").optional(),
+  "max-text-length": positiveInt.max(1_000_000),
+  "forward-timeout-ms": positiveInt.max(600_000),
+  "rate-limit": positiveInt.max(1_000_000),
+  "log-level": z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
+});
+
+export interface NodeConfig {
+  readonly id: string;
+  readonly host: string;
+  readonly advertiseHost: string;
+  readonly httpPort: number;
+  readonly grpcPort: number;
+  readonly dataDir: string;
+  /** The static cluster map built from --peers. */
+  readonly map: ClusterMap;
+  readonly region: string;
+  /** A directory path or an s3:// URL. */
+  readonly objectStore: string;
+  readonly s3Endpoint: string | undefined;
+  readonly authSecret: string | undefined;
+  readonly maxTextLength: number;
+  readonly forwardTimeoutMs: number;
+  readonly rateLimit: number;
+  readonly logLevel: string;
+}
+
+export function envName(flag: string): string {
+  return `FRACTAL_${flag.toUpperCase().replace(/-/g, "_")}`;
+}
+
+/**
+ * Builds the node config. Throws FractalError(bad_request) naming every bad value, so the CLI can print one
+ * clear line.
+ */
+export function parseNodeConfig(flags: RawFlags, env: NodeJS.ProcessEnv = process.env): NodeConfig {
+  const raw: Record<string, string | undefined> = {};
+  for (const [flag, spec] of Object.entries(NODE_FLAGS) as [NodeFlag, { default?: string }][]) {
+    raw[flag] = flags[flag] ?? env[envName(flag)] ?? spec.default;
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `--${i.path.join(".")} ${i.message}`);
+    throw new FractalError("bad_request", `bad configuration: ${problems.join("; ")}`);
+  }
+  const c = parsed.data;
+  const map = mapFromPeers(c.peers, c.region);
+  if (!map.nodes.some((n) => n.id === c.id)) {
+    throw new FractalError("bad_request", `bad configuration: --peers does not list this node's id "${c.id}"`);
+  }
+  const dataDir = resolve(c["data-dir"]);
+  const objectStore = c["object-store"] ?? resolve(dirname(dataDir), "objects");
+  return {
+    id: c.id,
+    host: c.host,
+    advertiseHost: c["advertise-host"] ?? c.host,
+    httpPort: c["http-port"],
+    grpcPort: c["grpc-port"],
+    dataDir,
+    map,
+    region: c.region,
+    objectStore: objectStore.startsWith("s3://") ? objectStore : resolve(objectStore),
+    s3Endpoint: c["s3-endpoint"],
+    authSecret: c["auth-secret"],
+    maxTextLength: c["max-text-length"],
+    forwardTimeoutMs: c["forward-timeout-ms"],
+    rateLimit: c["rate-limit"],
+    logLevel: c["log-level"],
+  };
+}

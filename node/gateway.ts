@@ -1,0 +1,287 @@
+/**
+ * The socket.io gateway: client protocol v1 (DESIGN.md). It authenticates sockets, validates every payload,
+ * forwards room operations through the router and delivers room events from the feeds to local sockets.
+ *
+ * Delivery: a socket in a room is either catching up (replaying history after `since`, emitted to it alone)
+ * or live (in the socket.io room `live:<room>`, to which the room's feed broadcasts). A socket becomes live at
+ * the exact seq the feed has reached, so it sees every message once, in order.
+ */
+import type { Server, Socket } from "socket.io";
+import { FractalError, toFractalError, type StoredMessage } from "../shards/index.js";
+import type { Tokens } from "./auth.js";
+import type { Logger } from "./log.js";
+import type { NodeMetrics } from "./metrics.js";
+import {
+  HistoryPayload,
+  historyQuery,
+  JoinPayload,
+  LeavePayload,
+  MAX_HISTORY_LIMIT,
+  parsePayload,
+  parseSend,
+  TypingPayload,
+} from "./protocol.js";
+import { TokenBucket } from "./rate-limit.js";
+import { RoomFeed, type FeedSink } from "./room-feed.js";
+import type { Router } from "./router.js";
+
+const CATCH_UP_RETRY_MS = 500;
+/** A socket that cannot be caught up for this long is disconnected; it reconnects and resumes with since. */
+const CATCH_UP_GIVE_UP_MS = 30_000;
+
+interface ClientState {
+  readonly user: string;
+  /**
+   * Rooms joined or being joined, each with a generation that changes on re-join so a stale catch-up stops.
+   * `joined` turns true once the owner has counted the presence; only then does a disconnect undo it.
+   */
+  readonly rooms: Map<string, { generation: number; joined: boolean }>;
+  readonly sends: TokenBucket;
+  readonly other: TokenBucket;
+}
+
+export interface GatewayOptions {
+  readonly maxTextLength: number;
+  readonly rateLimit: number;
+  readonly forwardTimeoutMs: number;
+}
+
+type Ack = (reply: unknown) => void;
+
+export function liveRoom(room: string): string {
+  return `live:${room}`;
+}
+
+export function wireMessage(m: StoredMessage) {
+  return { room: m.room, seq: m.seq, id: m.id, user: m.user, text: m.text, ts: m.ts };
+}
+
+export class Gateway implements FeedSink {
+  private readonly feeds = new Map<string, RoomFeed>();
+  private readonly states = new WeakMap<Socket, ClientState>();
+  private generation = 0;
+
+  constructor(
+    private readonly io: Server,
+    private readonly router: Router,
+    private readonly tokens: Tokens,
+    private readonly metrics: NodeMetrics,
+    private readonly log: Logger,
+    private readonly options: GatewayOptions,
+  ) {
+    io.use((socket, next) => {
+      try {
+        const auth = socket.handshake.auth as { token?: unknown } | undefined;
+        socket.data.user = tokens.verify(auth?.token);
+        next();
+      } catch {
+        next(new Error("unauthorized"));
+      }
+    });
+    io.on("connection", (socket) => this.onConnection(socket));
+  }
+
+  get followedRooms(): number {
+    return this.feeds.size;
+  }
+
+  // FeedSink: what the feeds deliver.
+  message(room: string, m: StoredMessage): void {
+    const target = this.io.to(liveRoom(room));
+    target.emit("message", wireMessage(m));
+    this.metrics.messagesDelivered.inc(this.io.sockets.adapter.rooms.get(liveRoom(room))?.size ?? 0);
+  }
+
+  presence(room: string, user: string, event: "join" | "leave"): void {
+    this.io.to(liveRoom(room)).emit("presence", { room, user, event });
+  }
+
+  typing(room: string, user: string): void {
+    this.io.to(liveRoom(room)).emit("typing", { room, user });
+  }
+
+  resubscribed(room: string): void {
+    // The owner forgot this node's presence when the stream broke: report every local member again.
+    const users = new Set<string>();
+    for (const socket of this.io.sockets.sockets.values()) {
+      const state = this.states.get(socket);
+      if (state?.rooms.get(room)?.joined) users.add(state.user);
+    }
+    for (const user of users) {
+      this.router.join(room, user).catch((err: unknown) => this.log.debug({ room, user, err }, "presence re-join failed"));
+    }
+  }
+
+  private onConnection(socket: Socket): void {
+    const user = socket.data.user as string;
+    const state: ClientState = {
+      user,
+      rooms: new Map(),
+      sends: new TokenBucket(this.options.rateLimit, this.options.rateLimit * 2),
+      other: new TokenBucket(this.options.rateLimit * 4, this.options.rateLimit * 8),
+    };
+    this.states.set(socket, state);
+    this.metrics.connectedClients.inc();
+
+    this.handle(socket, "join", state.other, (p) => this.join(socket, state, p));
+    this.handle(socket, "leave", state.other, (p) => this.leave(socket, state, p));
+    this.handle(socket, "send", state.sends, (p) => this.send(state, p));
+    this.handle(socket, "history", state.other, (p) => this.history(p));
+    socket.on("typing", (payload: unknown) => {
+      try {
+        const { room } = parsePayload(TypingPayload, payload);
+        if (!state.rooms.has(room) || !state.other.take()) return;
+        this.router.typing(room, user).catch(() => {});
+      } catch {
+        // typing has no ack: a bad one is dropped
+      }
+    });
+    socket.on("disconnect", () => {
+      this.metrics.connectedClients.dec();
+      for (const [room, entry] of state.rooms) if (entry.joined) this.release(room, user);
+      state.rooms.clear();
+    });
+  }
+
+  /** Wires one acked event: validation and routing errors become `{ok: false, error}`; nothing throws out. */
+  private handle(socket: Socket, event: string, bucket: TokenBucket, fn: (payload: unknown) => Promise<object>): void {
+    socket.on(event, (payload: unknown, ack: unknown) => {
+      const reply: Ack = typeof ack === "function" ? (ack as Ack) : () => {};
+      if (!bucket.take()) return this.fail(reply, new FractalError("rate_limited", `too many ${event} requests`));
+      fn(payload).then(
+        (result) => reply({ ok: true, ...result }),
+        (err: unknown) => this.fail(reply, err),
+      );
+    });
+  }
+
+  private fail(reply: Ack, err: unknown): void {
+    const e = toFractalError(err);
+    if (e.code === "internal") this.log.error({ err }, "client request failed");
+    this.metrics.clientErrors.inc({ code: e.clientCode });
+    reply({ ok: false, error: { code: e.clientCode, message: e.message } });
+  }
+
+  private async join(socket: Socket, state: ClientState, payload: unknown) {
+    const { room, since } = parsePayload(JoinPayload, payload);
+    const generation = ++this.generation;
+    let seq: number;
+    let members: string[];
+    const existing = state.rooms.get(room);
+    if (existing !== undefined) {
+      // Re-join of a joined room (e.g. to resume with since): same presence, fresh delivery.
+      existing.generation = generation;
+      socket.leave(liveRoom(room));
+      ({ seq, members } = await this.router.info(room));
+    } else {
+      const entry = { generation, joined: false };
+      state.rooms.set(room, entry);
+      const feed = this.acquire(room);
+      try {
+        await feed.whenReady(this.options.forwardTimeoutMs).catch(() => {
+          throw new FractalError("unavailable", `the owner of room ${room} is unreachable`);
+        });
+        ({ seq, members } = await this.router.join(room, state.user));
+      } catch (err) {
+        if (state.rooms.get(room) === entry) state.rooms.delete(room);
+        this.releaseFeed(room);
+        throw err;
+      }
+      entry.joined = true;
+      if (!socket.connected) {
+        // The socket went away while the owner was counting it: undo here, the disconnect handler skipped it.
+        this.release(room, state.user);
+        throw new FractalError("unavailable", "disconnected while joining");
+      }
+    }
+    if (state.rooms.get(room)?.generation !== generation) throw new FractalError("unavailable", "the join was superseded");
+    if (since === undefined) socket.join(liveRoom(room));
+    else void this.catchUp(socket, state, room, generation, Math.min(since, seq));
+    return { room, seq, members };
+  }
+
+  /** Replays history after `since` to one socket, then admits it to the live set at the feed's cursor. */
+  private async catchUp(socket: Socket, state: ClientState, room: string, generation: number, since: number): Promise<void> {
+    const feed = this.feeds.get(room);
+    if (feed === undefined) return;
+    const current = () => socket.connected && state.rooms.get(room)?.generation === generation;
+    let cursor = since;
+    let first = true;
+    const started = Date.now();
+    while (current()) {
+      if (cursor >= feed.position && feed.whenAt(cursor, () => current() && socket.join(liveRoom(room)))) return;
+      let page: StoredMessage[];
+      try {
+        page = await this.router.history(room, { after: cursor, limit: MAX_HISTORY_LIMIT });
+      } catch (err) {
+        if (Date.now() - started > CATCH_UP_GIVE_UP_MS) {
+          this.log.warn({ room, err }, "catch-up failed for too long; disconnecting the client so it resumes");
+          socket.disconnect(true);
+          return;
+        }
+        await new Promise((r) => setTimeout(r, CATCH_UP_RETRY_MS));
+        continue;
+      }
+      if (!current()) return;
+      const head = page[0];
+      if (first && head !== undefined && head.seq > cursor + 1) {
+        // Older messages are gone (retention): say so instead of skipping silently (invariant 5).
+        socket.emit("gap", { room, after: cursor, next: head.seq });
+      }
+      first = false;
+      for (const m of page) {
+        if (m.seq <= cursor) continue;
+        socket.emit("message", wireMessage(m));
+        cursor = m.seq;
+      }
+      if (page.length === 0 && cursor < feed.position) {
+        // History has nothing the feed already delivered past: admit at the feed's position.
+        cursor = feed.position;
+      }
+    }
+  }
+
+  private async leave(socket: Socket, state: ClientState, payload: unknown) {
+    const { room } = parsePayload(LeavePayload, payload);
+    if (!state.rooms.get(room)?.joined) throw new FractalError("not_joined", `not joined to room ${room}`);
+    state.rooms.delete(room);
+    socket.leave(liveRoom(room));
+    this.release(room, state.user);
+    return {};
+  }
+
+  private async send(state: ClientState, payload: unknown) {
+    const { room, text, id } = parseSend(payload, this.options.maxTextLength);
+    if (!state.rooms.get(room)?.joined) throw new FractalError("not_joined", `join room ${room} before sending to it`);
+    const { seq, ts } = await this.router.send(room, state.user, id, text);
+    return { seq, ts };
+  }
+
+  private async history(payload: unknown) {
+    const p = parsePayload(HistoryPayload, payload);
+    const messages = await this.router.history(p.room, historyQuery(p));
+    return { messages: messages.map(wireMessage) };
+  }
+
+  private acquire(room: string): RoomFeed {
+    let feed = this.feeds.get(room);
+    if (feed === undefined) {
+      feed = new RoomFeed(room, this.router, this, this.log);
+      this.feeds.set(room, feed);
+    }
+    feed.refs++;
+    return feed;
+  }
+
+  private release(room: string, user: string): void {
+    this.router.leave(room, user).catch((err: unknown) => this.log.debug({ room, user, err }, "leave failed"));
+    this.releaseFeed(room);
+  }
+
+  private releaseFeed(room: string): void {
+    const feed = this.feeds.get(room);
+    if (feed === undefined || --feed.refs > 0) return;
+    feed.close();
+    this.feeds.delete(room);
+  }
+}

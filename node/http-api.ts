@@ -1,0 +1,131 @@
+/**
+ * HTTP API (DESIGN.md): sessions, room messages for bots and integrations, room and cluster info, health,
+ * metrics and the web chat. Errors are `{error: {code, message}}` with a fitting status.
+ */
+import express, { type NextFunction, type Request, type Response } from "express";
+import { fileURLToPath } from "node:url";
+import { FractalError, toFractalError, type ClientErrorCode } from "../shards/index.js";
+import type { Tokens } from "./auth.js";
+import { wireMessage } from "./gateway.js";
+import type { Logger } from "./log.js";
+import type { Membership } from "./membership.js";
+import type { NodeMetrics } from "./metrics.js";
+import { checkRoomId, HistoryPayload, historyQuery, parsePayload, parseSend } from "./protocol.js";
+import type { Router } from "./router.js";
+
+const HTTP_STATUS: Record<ClientErrorCode, number> = {
+  bad_request: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_joined: 409,
+  not_found: 404,
+  too_large: 413,
+  rate_limited: 429,
+  unavailable: 503,
+  internal: 500,
+};
+
+export interface HttpApiDeps {
+  readonly self: string;
+  readonly router: Router;
+  readonly membership: Membership;
+  readonly tokens: Tokens;
+  readonly metrics: NodeMetrics;
+  readonly log: Logger;
+  readonly maxTextLength: number;
+  /** True once the node serves clients and peers, false before and while stopping. */
+  readonly ready: () => boolean;
+}
+
+const WEB_ROOT = fileURLToPath(new URL("./web/", import.meta.url));
+
+export function createHttpApi(deps: HttpApiDeps): express.Express {
+  const { router, tokens } = deps;
+  const app = express();
+  app.disable("x-powered-by");
+  app.use(express.json({ limit: "64kb" }));
+
+  app.get("/healthz", (_req, res) => {
+    res.json({ ok: true, node: deps.self });
+  });
+  app.get("/readyz", (_req, res) => {
+    const ready = deps.ready();
+    res.status(ready ? 200 : 503).json({ ready, node: deps.self });
+  });
+  app.get("/metrics", async (_req, res) => {
+    res.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
+  });
+
+  app.post("/api/session", (req, res) => {
+    const name = (req.body as { name?: unknown } | undefined)?.name;
+    if (typeof name !== "string") throw new FractalError("bad_request", "name must be a string");
+    res.json({ token: tokens.issue(name), user: name });
+  });
+
+  const authed = (req: Request): string => {
+    const header = req.get("authorization") ?? "";
+    const match = /^Bearer\s+(\S+)$/i.exec(header);
+    return tokens.verify(match?.[1]);
+  };
+
+  app.get("/api/cluster", (req, res) => {
+    authed(req);
+    const map = deps.membership.map;
+    res.json({ self: deps.self, epoch: map.epoch, nodes: map.nodes });
+  });
+
+  app.get("/api/rooms/:room", async (req, res) => {
+    authed(req);
+    res.json(await router.info(checkRoomId(req.params.room)));
+  });
+
+  app.get("/api/rooms/:room/messages", async (req, res) => {
+    authed(req);
+    const q = req.query;
+    const p = parsePayload(HistoryPayload, {
+      room: req.params.room,
+      ...numberParam("after", q.after),
+      ...numberParam("before", q.before),
+      ...numberParam("limit", q.limit),
+    });
+    const messages = await router.history(p.room, historyQuery(p));
+    res.json({ messages: messages.map(wireMessage) });
+  });
+
+  app.post("/api/rooms/:room/messages", async (req, res) => {
+    const user = authed(req);
+    const room = checkRoomId(req.params.room);
+    const { text, id } = parseSend(req.body, deps.maxTextLength, false);
+    const { seq, ts } = await router.send(room, user, id, text);
+    res.json({ seq, ts });
+  });
+
+  app.use("/api", () => {
+    throw new FractalError("not_found", "no such API endpoint");
+  });
+  app.use(express.static(WEB_ROOT, { index: "index.html", maxAge: "1m" }));
+
+  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    const e = fromHttpError(err);
+    if (e.code === "internal") deps.log.error({ err }, "http request failed");
+    deps.metrics.clientErrors.inc({ code: e.clientCode });
+    res.status(HTTP_STATUS[e.clientCode]).json({ error: { code: e.clientCode, message: e.message } });
+  });
+  return app;
+}
+
+/** A query parameter as a number, or bad_request. Missing or empty parameters are left out. */
+function numberParam(name: string, value: unknown): Record<string, number> {
+  if (value === undefined || value === "") return {};
+  if (typeof value !== "string" || !/^\d{1,16}$/.test(value)) throw new FractalError("bad_request", `${name} must be a whole number`);
+  return { [name]: Number(value) };
+}
+
+/** body-parser's errors carry a `type`; map them to protocol codes. */
+function fromHttpError(err: unknown): FractalError {
+  const type = (err as { type?: unknown } | null)?.type;
+  if (type === "entity.too.large") return new FractalError("too_large", "request body too large");
+  if (typeof type === "string" && type.startsWith("entity.")) return new FractalError("bad_request", "malformed request body");
+  if (type === "charset.unsupported" || type === "encoding.unsupported") return new FractalError("bad_request", "unsupported body encoding");
+  return toFractalError(err);
+}

@@ -1,0 +1,86 @@
+/**
+ * Client protocol v1 (DESIGN.md): payload validation for socket events and HTTP bodies. Every payload is
+ * checked here before it reaches routing; a bad one becomes bad_request / too_large and changes nothing.
+ */
+import { z } from "zod";
+import { FractalError } from "../shards/index.js";
+
+export const ROOM_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+export const MAX_HISTORY_LIMIT = 200;
+export const DEFAULT_HISTORY_LIMIT = 50;
+export const MAX_SEND_ID_LENGTH = 64;
+
+const roomId = z.string().regex(ROOM_ID_PATTERN, "room must match ^[a-z0-9][a-z0-9._-]{0,63}$");
+const seq = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const sendId = z.string().min(1).max(MAX_SEND_ID_LENGTH, `id must be 1-${MAX_SEND_ID_LENGTH} characters`);
+
+export const JoinPayload = z.object({ room: roomId, since: seq.optional() });
+export const LeavePayload = z.object({ room: roomId });
+export const TypingPayload = z.object({ room: roomId });
+export const HistoryPayload = z.object({
+  room: roomId,
+  before: seq.optional(),
+  after: seq.optional(),
+  limit: z.number().int().min(1).max(MAX_HISTORY_LIMIT).optional(),
+});
+
+export type JoinPayload = z.infer<typeof JoinPayload>;
+export type HistoryPayload = z.infer<typeof HistoryPayload>;
+
+export interface SendPayload {
+  readonly room: string;
+  readonly text: string;
+  readonly id: string;
+}
+
+/** Parses a payload with `schema`; anything else becomes bad_request naming the first problem. */
+export function parsePayload<T>(schema: z.ZodType<T>, payload: unknown): T {
+  const result = schema.safeParse(payload);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const where = issue && issue.path.length > 0 ? `${issue.path.join(".")}: ` : "";
+  throw new FractalError("bad_request", `${where}${issue?.message ?? "invalid payload"}`);
+}
+
+export function checkRoomId(room: unknown): string {
+  if (typeof room !== "string" || !ROOM_ID_PATTERN.test(room)) {
+    throw new FractalError("bad_request", "room must match ^[a-z0-9][a-z0-9._-]{0,63}$");
+  }
+  return room;
+}
+
+/**
+ * Validates a send. Text length is counted in characters (code points) so that emoji count once; too long
+ * is too_large, empty is bad_request.
+ */
+export function parseSend(payload: unknown, maxTextLength: number, requireRoom = true): SendPayload {
+  if (typeof payload !== "object" || payload === null) throw new FractalError("bad_request", "payload must be an object");
+  const p = payload as Record<string, unknown>;
+  const room = requireRoom ? checkRoomId(p.room) : "";
+  const id = parsePayload(sendId, p.id);
+  const text = checkText(p.text, maxTextLength);
+  return { room, text, id };
+}
+
+export function checkText(text: unknown, maxTextLength: number): string {
+  if (typeof text !== "string") throw new FractalError("bad_request", "text must be a string");
+  // Cheap bound first: a string longer than 2 UTF-16 units per character cannot fit.
+  if (text.length > maxTextLength * 2) throw tooLarge(maxTextLength);
+  const chars = [...text].length;
+  if (chars === 0 || text.trim().length === 0) throw new FractalError("bad_request", "text must not be empty");
+  if (chars > maxTextLength) throw tooLarge(maxTextLength);
+  return text;
+}
+
+function tooLarge(max: number): FractalError {
+  return new FractalError("too_large", `text is longer than ${max} characters`);
+}
+
+/** Normalises a history request: default limit, and a range query when both bounds are given. */
+export function historyQuery(p: { before?: number | undefined; after?: number | undefined; limit?: number | undefined }) {
+  return {
+    ...(p.after !== undefined ? { after: p.after } : {}),
+    ...(p.before !== undefined ? { before: p.before } : {}),
+    limit: p.limit ?? DEFAULT_HISTORY_LIMIT,
+  };
+}

@@ -1,0 +1,150 @@
+/**
+ * The connection to one peer node: unary room operations with deadlines, and the single Subscribe stream
+ * that carries the events of every room this node follows on that peer. The stream reconnects with backoff
+ * while any room is followed; on every (re)connect each room gets a fresh head event from the owner.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { PeerClient, type EventBatch, type SubscribeCommand } from "../../proto/gen/fractal.js";
+import type { HistoryQuery, RoomListener, SendRecord, StoredMessage } from "../../shards/index.js";
+import type { Logger } from "../log.js";
+import type { Caller, JoinResult, OwnerApi, OwnerEvents, RoomInfo } from "../room-api.js";
+import { MAX_PEER_MESSAGE_BYTES } from "./server.js";
+import { fromServiceError } from "./status.js";
+import { fromWire } from "./wire.js";
+
+const RECONNECT_MIN_MS = 100;
+const RECONNECT_MAX_MS = 2000;
+
+type Unary<Req, Res> = (
+  req: Req,
+  metadata: grpc.Metadata,
+  options: Partial<grpc.CallOptions>,
+  callback: (err: grpc.ServiceError | null, res: Res) => void,
+) => grpc.ClientUnaryCall;
+
+export class PeerLink implements OwnerApi, OwnerEvents {
+  private readonly client: PeerClient;
+  private readonly rooms = new Map<string, RoomListener>();
+  private stream: grpc.ClientDuplexStream<SubscribeCommand, EventBatch> | undefined;
+  private caller: Caller | undefined;
+  private reconnectDelay = RECONNECT_MIN_MS;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    readonly peer: string,
+    readonly address: string,
+    private readonly timeoutMs: number,
+    private readonly log: Logger,
+  ) {
+    this.client = new PeerClient(address, grpc.credentials.createInsecure(), {
+      "grpc.max_receive_message_length": MAX_PEER_MESSAGE_BYTES,
+      "grpc.max_send_message_length": MAX_PEER_MESSAGE_BYTES,
+      "grpc.keepalive_time_ms": 10_000,
+      "grpc.keepalive_timeout_ms": 5_000,
+      "grpc.initial_reconnect_backoff_ms": 100,
+      "grpc.max_reconnect_backoff_ms": 2000,
+    });
+  }
+
+  async join(caller: Caller, room: string, user: string): Promise<JoinResult> {
+    const r = await this.call(this.client.join, { caller, room, user });
+    return { seq: r.seq, members: r.members };
+  }
+
+  async leave(caller: Caller, room: string, user: string): Promise<void> {
+    await this.call(this.client.leave, { caller, room, user });
+  }
+
+  async send(caller: Caller, room: string, user: string, id: string, text: string): Promise<SendRecord> {
+    return this.call(this.client.send, { caller, room, user, id, text });
+  }
+
+  async history(caller: Caller, room: string, query: HistoryQuery): Promise<StoredMessage[]> {
+    const r = await this.call(this.client.history, {
+      caller,
+      room,
+      after: query.after ?? 0,
+      before: query.before ?? 0,
+      limit: query.limit,
+    });
+    return r.messages.map((m) => ({ ...m, room }));
+  }
+
+  async typing(caller: Caller, room: string, user: string): Promise<void> {
+    await this.call(this.client.typing, { caller, room, user });
+  }
+
+  async info(caller: Caller, room: string): Promise<RoomInfo> {
+    return this.call(this.client.roomInfo, { caller, room });
+  }
+
+  async ping(caller: Caller): Promise<{ node: string; epoch: number }> {
+    return this.call(this.client.ping, { caller });
+  }
+
+  subscribe(caller: Caller, room: string, listener: RoomListener): void {
+    this.caller = caller;
+    this.rooms.set(room, listener);
+    if (this.stream !== undefined) this.stream.write({ caller, subscribe: [room], unsubscribe: [] });
+    else this.connect();
+  }
+
+  unsubscribe(caller: Caller, room: string): void {
+    if (!this.rooms.delete(room)) return;
+    this.stream?.write({ caller, subscribe: [], unsubscribe: [room] });
+    if (this.rooms.size === 0) this.stream?.end();
+  }
+
+  get following(): number {
+    return this.rooms.size;
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.reconnectTimer);
+    this.stream?.cancel();
+    this.client.close();
+  }
+
+  private call<Req, Res>(method: Unary<Req, Res>, req: Req): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      const deadline = Date.now() + this.timeoutMs;
+      method.call(this.client, req, new grpc.Metadata(), { deadline }, (err, res) => {
+        if (err) reject(fromServiceError(err, this.peer));
+        else resolve(res);
+      });
+    });
+  }
+
+  private connect(): void {
+    if (this.closed || this.stream !== undefined || this.rooms.size === 0 || this.caller === undefined) return;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    const stream = this.client.subscribe();
+    this.stream = stream;
+    let gotData = false;
+    stream.on("data", (batch: EventBatch) => {
+      if (!gotData) {
+        gotData = true;
+        this.reconnectDelay = RECONNECT_MIN_MS;
+      }
+      for (const w of batch.events) {
+        const event = fromWire(w);
+        if (event !== undefined) this.rooms.get(event.room)?.(event);
+      }
+    });
+    const lost = (why: string) => {
+      if (this.stream !== stream) return;
+      this.stream = undefined;
+      if (this.closed || this.rooms.size === 0) return;
+      this.log.debug({ peer: this.peer, why, retryInMs: this.reconnectDelay }, "event stream to peer lost");
+      this.reconnectTimer = setTimeout(() => this.connect(), this.reconnectDelay);
+      this.reconnectDelay = Math.min(RECONNECT_MAX_MS, this.reconnectDelay * 2);
+    };
+    stream.on("error", (err: grpc.ServiceError) => lost(err.details || err.message));
+    stream.on("end", () => lost("ended by peer"));
+    stream.on("close", () => lost("closed"));
+    stream.write({ caller: this.caller, subscribe: [...this.rooms.keys()], unsubscribe: [] });
+  }
+}

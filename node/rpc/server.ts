@@ -1,0 +1,172 @@
+/**
+ * The gRPC Peer service: what other nodes call when they forward room operations to this node as owner.
+ * Peer input is validated like client input (invariant 7): a malformed request gets bad_request, never a crash.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { PeerService, type PeerServer, type EventBatch, type SubscribeCommand } from "../../proto/gen/fractal.js";
+import { FractalError, NODE_ID_PATTERN, type RoomEvent } from "../../shards/index.js";
+import { USER_NAME_PATTERN } from "../auth.js";
+import type { Logger } from "../log.js";
+import type { Membership } from "../membership.js";
+import type { LocalOwner } from "../owner.js";
+import { checkRoomId, checkText, MAX_HISTORY_LIMIT, MAX_SEND_ID_LENGTH } from "../protocol.js";
+import type { Caller } from "../room-api.js";
+import { toServiceError } from "./status.js";
+import { toWire } from "./wire.js";
+
+export interface PeerServerDeps {
+  readonly owner: LocalOwner;
+  readonly membership: Membership;
+  readonly log: Logger;
+  readonly maxTextLength: number;
+  /** Observes each served call (for metrics). */
+  readonly observe?: (method: string, seconds: number, code: string) => void;
+}
+
+/** Largest gRPC message accepted from peers: a history page of 200 maximal messages fits easily. */
+export const MAX_PEER_MESSAGE_BYTES = 8 * 1024 * 1024;
+
+export function createPeerServer(deps: PeerServerDeps): grpc.Server {
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": MAX_PEER_MESSAGE_BYTES,
+    "grpc.max_send_message_length": MAX_PEER_MESSAGE_BYTES,
+    "grpc.keepalive_time_ms": 10_000,
+    "grpc.keepalive_permit_without_calls": 1,
+  });
+  server.addService(PeerService, peerImplementation(deps));
+  return server;
+}
+
+export function peerImplementation(deps: PeerServerDeps): PeerServer {
+  const { owner, membership, log } = deps;
+  /** The newest Subscribe stream of each peer node: a stale stream closing late must not undo a newer one. */
+  const currentStream = new Map<string, object>();
+
+  /** Runs a unary handler: validation errors and owner errors become Fractal status trailers. */
+  function unary<Req, Res>(method: string, handler: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
+    return (call, callback) => {
+      const started = performance.now();
+      handler(call.request).then(
+        (res) => {
+          deps.observe?.(method, (performance.now() - started) / 1000, "ok");
+          callback(null, res);
+        },
+        (err: unknown) => {
+          const e = err instanceof FractalError ? err : new FractalError("internal", String(err));
+          if (e.code === "internal") log.error({ err, method }, "peer call failed");
+          deps.observe?.(method, (performance.now() - started) / 1000, e.code);
+          callback(toServiceError(e));
+        },
+      );
+    };
+  }
+
+  return {
+    join: unary("join", async (req) => {
+      const r = await owner.join(caller(req.caller), checkRoomId(req.room), user(req.user));
+      return { seq: r.seq, members: r.members };
+    }),
+    leave: unary("leave", async (req) => {
+      await owner.leave(caller(req.caller), checkRoomId(req.room), user(req.user));
+      return {};
+    }),
+    send: unary("send", async (req) => {
+      if (req.id.length === 0 || req.id.length > MAX_SEND_ID_LENGTH) throw new FractalError("bad_request", "bad send id");
+      const text = checkText(req.text, deps.maxTextLength);
+      return owner.send(caller(req.caller), checkRoomId(req.room), user(req.user), req.id, text);
+    }),
+    history: unary("history", async (req) => {
+      if (req.limit < 1 || req.limit > MAX_HISTORY_LIMIT) throw new FractalError("bad_request", "bad history limit");
+      const messages = await owner.history(caller(req.caller), checkRoomId(req.room), {
+        ...(req.after > 0 || req.before === 0 ? { after: req.after } : {}),
+        ...(req.before > 0 ? { before: req.before } : {}),
+        limit: req.limit,
+      });
+      return { messages };
+    }),
+    typing: unary("typing", async (req) => {
+      await owner.typing(caller(req.caller), checkRoomId(req.room), user(req.user));
+      return {};
+    }),
+    roomInfo: unary("roomInfo", async (req) => owner.info(caller(req.caller), checkRoomId(req.room))),
+    ping: unary("ping", async () => ({ node: membership.self, epoch: membership.epoch })),
+    subscribe: (stream) => serveSubscriptions(stream, deps, currentStream),
+  };
+}
+
+/**
+ * One Subscribe stream per peer node. Events of all the rooms that peer follows are queued and written as one
+ * EventBatch per event-loop turn, so a burst of commits costs one frame per peer, not one per message.
+ */
+function serveSubscriptions(
+  stream: grpc.ServerDuplexStream<SubscribeCommand, EventBatch>,
+  deps: PeerServerDeps,
+  currentStream: Map<string, object>,
+): void {
+  const { owner, log } = deps;
+  let peer: Caller | undefined;
+  const rooms = new Set<string>();
+  let queue: RoomEvent[] = [];
+  let closed = false;
+
+  const flush = () => {
+    const events = queue;
+    queue = [];
+    if (!closed && events.length > 0) stream.write({ events: events.map(toWire) });
+  };
+  const listener = (event: RoomEvent) => {
+    if (queue.length === 0) setImmediate(flush);
+    queue.push(event);
+  };
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    if (peer !== undefined && currentStream.get(peer.node) === stream) {
+      currentStream.delete(peer.node);
+      owner.forgetNode(peer.node);
+    }
+    log.debug({ peer: peer?.node, rooms: rooms.size }, "subscription stream closed");
+  };
+
+  stream.on("data", (cmd: SubscribeCommand) => {
+    try {
+      if (peer === undefined) {
+        peer = caller(cmd.caller);
+        currentStream.set(peer.node, stream);
+        log.debug({ peer: peer.node }, "subscription stream opened");
+      }
+      for (const room of cmd.subscribe) {
+        try {
+          owner.subscribe(peer, checkRoomId(room), listener);
+          rooms.add(room);
+        } catch (err) {
+          const code = err instanceof FractalError ? err.code : "internal";
+          listener({ room: String(room).slice(0, 64), type: "refused", code });
+        }
+      }
+      for (const room of cmd.unsubscribe) {
+        if (!rooms.delete(room)) continue;
+        owner.unsubscribe(peer, room);
+      }
+    } catch (err) {
+      stream.destroy(err instanceof Error ? err : new Error(String(err)));
+    }
+  });
+  stream.on("end", () => {
+    close();
+    stream.end();
+  });
+  stream.on("error", close);
+  stream.on("close", close);
+  stream.on("cancelled", close);
+}
+
+function caller(c: { node: string; epoch: number } | undefined): Caller {
+  if (c === undefined || !NODE_ID_PATTERN.test(c.node)) throw new FractalError("bad_request", "missing or bad caller");
+  return { node: c.node, epoch: c.epoch };
+}
+
+function user(u: string): string {
+  if (!USER_NAME_PATTERN.test(u)) throw new FractalError("bad_request", "bad user name");
+  return u;
+}

@@ -1,0 +1,13 @@
+export * from "./errors.js";
+export * from "./cluster-map.js";
+export { Ring } from "./ring.js";
+export type { RoomStore, StoredMessage, HistoryQuery, SendRecord } from "./room-store.js";
+export { SqliteRoomStore } from "./room-store-sqlite.js";
+export { MemoryRoomStore } from "./room-store-memory.js";
+export type { RoomEvent, RoomListener, PresenceChange } from "./room-event.js";
+export { CommitQueue } from "./commit-queue.js";
+export { Room } from "./room.js";
+export { OwnedRooms } from "./owned-rooms.js";
+export type { ObjectStore, ObjectVersion, StoredObject, PutCondition } from "./object-store.js";
+export { PreconditionFailedError, checkObjectKey } from "./object-store.js";
+export { DirectoryObjectStore } from "./object-store-dir.js";

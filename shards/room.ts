@@ -1,0 +1,144 @@
+/**
+ * The room actor on its owner: the single writer of one room. It assigns consecutive seqs, deduplicates
+ * sends by (user, id), tracks who is present through which node, and publishes events to subscribers.
+ *
+ * Concurrency: all methods run on the owner's event loop; seq assignment is synchronous, so two sends can
+ * never get the same seq. Durability comes from the shared CommitQueue (group commit).
+ */
+import type { CommitQueue } from "./commit-queue.js";
+import { FractalError } from "./errors.js";
+import type { RoomEvent, RoomListener } from "./room-event.js";
+import type { HistoryQuery, RoomStore, SendRecord, StoredMessage } from "./room-store.js";
+
+export interface SendInput {
+  readonly user: string;
+  readonly id: string;
+  readonly text: string;
+}
+
+export class Room {
+  /** Highest seq handed out (committed or in flight). */
+  private assigned: number;
+  /** Sends in flight, by idempotency key, so a retry racing its original gets the same answer. */
+  private readonly inflight = new Map<string, Promise<SendRecord>>();
+  /** user -> node -> number of that node's sockets of that user in the room. */
+  private readonly presence = new Map<string, Map<string, number>>();
+  private readonly listeners = new Map<string, RoomListener>();
+
+  constructor(
+    readonly id: string,
+    private readonly store: RoomStore,
+    private readonly commits: CommitQueue,
+  ) {
+    this.assigned = store.head(id);
+  }
+
+  /** Latest committed seq. */
+  get head(): number {
+    return this.store.head(this.id);
+  }
+
+  get subscriberCount(): number {
+    return this.listeners.size;
+  }
+
+  send(input: SendInput): Promise<SendRecord> {
+    const key = `${input.user}\u0000${input.id}`;
+    const pending = this.inflight.get(key);
+    if (pending !== undefined) return pending;
+    const earlier = this.store.findSend(this.id, input.user, input.id);
+    if (earlier !== undefined) return Promise.resolve(earlier);
+
+    const seq = ++this.assigned;
+    const result = this.commits
+      .enqueue({ room: this.id, seq, id: input.id, user: input.user, text: input.text })
+      .then(
+        (m) => ({ seq: m.seq, ts: m.ts }),
+        (err: unknown) => {
+          throw new FractalError("unavailable", "the room could not commit the message; retry with the same id", {
+            cause: err,
+          });
+        },
+      )
+      .finally(() => this.inflight.delete(key));
+    this.inflight.set(key, result);
+    return result;
+  }
+
+  /** Called by the commit queue's hook when a batch with this room's messages failed. */
+  rollback(): void {
+    this.assigned = this.store.head(this.id);
+  }
+
+  /** Called by the commit queue's hook, in seq order, once messages are durable. */
+  committed(message: StoredMessage): void {
+    this.publish({ room: this.id, type: "message", message });
+  }
+
+  history(query: HistoryQuery): StoredMessage[] {
+    return this.store.history(this.id, query);
+  }
+
+  /** A user is present through `node`; returns the sorted member list. */
+  join(user: string, node: string): string[] {
+    let byNode = this.presence.get(user);
+    const wasPresent = byNode !== undefined;
+    if (byNode === undefined) this.presence.set(user, (byNode = new Map()));
+    byNode.set(node, (byNode.get(node) ?? 0) + 1);
+    if (!wasPresent) this.publish({ room: this.id, type: "presence", user, event: "join" });
+    return this.members();
+  }
+
+  leave(user: string, node: string): void {
+    const byNode = this.presence.get(user);
+    const count = byNode?.get(node);
+    if (byNode === undefined || count === undefined) return;
+    if (count > 1) byNode.set(node, count - 1);
+    else byNode.delete(node);
+    if (byNode.size === 0) {
+      this.presence.delete(user);
+      this.publish({ room: this.id, type: "presence", user, event: "leave" });
+    }
+  }
+
+  /** Forgets every user present through `node` (the node went away or re-registers its presence). */
+  dropNode(node: string): void {
+    for (const [user, byNode] of [...this.presence]) {
+      if (!byNode.delete(node)) continue;
+      if (byNode.size === 0) {
+        this.presence.delete(user);
+        this.publish({ room: this.id, type: "presence", user, event: "leave" });
+      }
+    }
+  }
+
+  typing(user: string): void {
+    this.publish({ room: this.id, type: "typing", user });
+  }
+
+  members(): string[] {
+    return [...this.presence.keys()].sort();
+  }
+
+  /**
+   * Starts delivering events to `subscriber` (one per node). The first event is the committed head, so the
+   * subscriber can fetch anything it missed; events then follow in order.
+   */
+  subscribe(subscriber: string, listener: RoomListener): void {
+    this.listeners.set(subscriber, listener);
+    listener({ room: this.id, type: "head", seq: this.head });
+  }
+
+  unsubscribe(subscriber: string): void {
+    this.listeners.delete(subscriber);
+  }
+
+  /** True when nothing references the room any more and it may be evicted from memory. */
+  get idle(): boolean {
+    return this.listeners.size === 0 && this.presence.size === 0 && this.inflight.size === 0;
+  }
+
+  private publish(event: RoomEvent): void {
+    for (const listener of this.listeners.values()) listener(event);
+  }
+}
