@@ -194,7 +194,8 @@ export class Gateway implements FeedSink {
         throw new FractalError("unavailable", "disconnected while joining");
       }
     }
-    if (state.rooms.get(room)?.generation !== generation) throw new FractalError("unavailable", "the join was superseded");
+    // A newer join of the same room by this socket (sent before this one finished) owns delivery now.
+    if (state.rooms.get(room)?.generation !== generation) return { room, seq, members };
     if (since === undefined) socket.join(liveRoom(room));
     else void this.catchUp(socket, state, room, generation, Math.min(since, seq));
     return { room, seq, members };

@@ -10,11 +10,16 @@ import { FractalError, type HistoryQuery, type RoomEvent, type RoomListener, typ
 import type { Logger } from "./log.js";
 import type { Membership } from "./membership.js";
 import type { LocalOwner } from "./owner.js";
-import type { PeerPool } from "./peer-pool.js";
 import type { Caller, JoinResult, OwnerApi, OwnerEvents, RoomInfo } from "./room-api.js";
 
 const MAX_REROUTES = 3;
 const REFUSED_RETRY_MS = 250;
+
+/** How the router reaches other nodes: gRPC links in a node process (PeerPool), in-memory owners in fast tests. */
+export interface Peers {
+  /** The owner API of node `node`; throws unavailable when the node is unknown. */
+  get(node: string): OwnerApi & OwnerEvents;
+}
 
 export type ForwardObserver = (op: string, seconds: number, outcome: string) => void;
 
@@ -31,7 +36,7 @@ export class Router {
     private readonly self: string,
     private readonly membership: Membership,
     private readonly local: LocalOwner,
-    private readonly peers: PeerPool,
+    private readonly peers: Peers,
     private readonly log: Logger,
     private readonly observe: ForwardObserver = () => {},
   ) {

@@ -630,7 +630,7 @@
     if (!room) return;
     const text = ui.input.value;
     if (!text.trim()) return;
-    if (text.length > MAX_TEXT) { renderCounter(); return; }
+    if (textLength(text) > MAX_TEXT) { renderCounter(); return; }
     /** @type {Pending} */
     const p = { id: uuid(), text, status: "sending", error: "", attempts: 0, el: null, timer: 0, inflight: false };
     room.pending.set(p.id, p);
@@ -818,7 +818,7 @@
     },
       avatar(m.user),
       h("div", { className: "meta" }, h("span", { className: "user", text: m.user }), time, h("span", { className: "seq", text: `#${m.seq}`, attrs: { title: `seq ${m.seq}` } })),
-      h("div", { className: "text", text: m.text }),
+      h("div", { className: "text", text: m.text, dataset: { testid: "message-text" } }),
     );
   }
 
@@ -1001,8 +1001,15 @@
     if (state.current === room.id) renderTyping();
   }
 
+  /** Characters as the server counts them: code points, so an emoji counts once. */
+  function textLength(text) {
+    let n = 0;
+    for (const _ of text) n++; // eslint-disable-line no-unused-vars
+    return n;
+  }
+
   function renderCounter() {
-    const n = ui.input.value.length;
+    const n = textLength(ui.input.value);
     ui.charCount.textContent = `${n} / ${MAX_TEXT}`;
     const over = n > MAX_TEXT;
     ui.charCount.classList.toggle("over", over);

@@ -1,0 +1,47 @@
+import { expect } from "chai";
+import { resolve } from "node:path";
+import { parseNodeConfig } from "../../node/config.js";
+
+const peers = "n1=127.0.0.1:9080,n2=127.0.0.1:9081";
+
+describe("node config", () => {
+  it("applies defaults and derives the object store next to the data dir", () => {
+    const c = parseNodeConfig({ id: "n1", peers, "data-dir": "/tmp/x/n1" }, {});
+    expect(c).to.include({ id: "n1", host: "127.0.0.1", advertiseHost: "127.0.0.1", httpPort: 8080, grpcPort: 9080 });
+    expect(c.objectStore).to.equal("/tmp/x/objects");
+    expect(c.maxTextLength).to.equal(4000);
+    expect(c.map.epoch).to.equal(1);
+    expect(c.map.nodes.map((n) => n.id)).to.deep.equal(["n1", "n2"]);
+  });
+
+  it("takes FRACTAL_* environment variables, and flags over them", () => {
+    const env = { FRACTAL_ID: "n2", FRACTAL_PEERS: peers, FRACTAL_HTTP_PORT: "8181", FRACTAL_MAX_TEXT_LENGTH: "10" };
+    const c = parseNodeConfig({ "http-port": "8282" }, env);
+    expect(c.id).to.equal("n2");
+    expect(c.httpPort).to.equal(8282);
+    expect(c.maxTextLength).to.equal(10);
+  });
+
+  it("keeps s3:// object stores as given and resolves directories", () => {
+    expect(parseNodeConfig({ id: "n1", peers, "object-store": "s3://bucket/prefix" }, {}).objectStore).to.equal("s3://bucket/prefix");
+    expect(parseNodeConfig({ id: "n1", peers, "object-store": "rel/objects" }, {}).objectStore).to.equal(resolve("rel/objects"));
+  });
+
+  const bad: [string, Record<string, string>, RegExp][] = [
+    ["a missing id", { peers }, /--id/],
+    ["a bad port", { id: "n1", peers, "http-port": "99999" }, /--http-port/],
+    ["a non-numeric port", { id: "n1", peers, "grpc-port": "abc" }, /--grpc-port/],
+    ["missing peers", { id: "n1" }, /--peers/],
+    ["peers without this node", { id: "n9", peers }, /does not list this node/],
+    ["a bad log level", { id: "n1", peers, "log-level": "loud" }, /--log-level/],
+    ["a short auth secret", { id: "n1", peers, "auth-secret": "short" }, /--auth-secret/],
+    ["a zero text limit", { id: "n1", peers, "max-text-length": "0" }, /--max-text-length/],
+  ];
+  for (const [what, flags, message] of bad) {
+    it(`rejects ${what} with one clear bad_request`, () => {
+      expect(() => parseNodeConfig(flags, {}))
+        .to.throw(message)
+        .with.property("code", "bad_request");
+    });
+  }
+});
