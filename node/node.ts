@@ -101,6 +101,11 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     pingTimeout: 10_000,
     cors: { origin: true, credentials: true },
   });
+  // Memory: engine.io keeps each connection's HTTP upgrade request (headers, socket refs) for its lifetime.
+  // Nothing reads it after the handshake, so drop it: several KiB per idle connection (socket.io's advice).
+  io.engine.on("connection", (raw: { request: unknown }) => {
+    raw.request = null;
+  });
   gateway = new Gateway(io, router, tokens, metrics, log, {
     maxTextLength: config.maxTextLength,
     rateLimit: config.rateLimit,
