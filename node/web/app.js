@@ -92,6 +92,7 @@
       this.joining = false;
       this.joinRetry = 0;
       this.joinTimer = 0;
+      this.holeTimer = 0;
       /** @type {Set<string>} */ this.members = new Set();
       /** @type {Map<string, number>} */ this.typing = new Map();
       this.unread = 0;
@@ -494,6 +495,7 @@
     const room = state.rooms.get(id);
     if (!room) return;
     clearTimeout(room.joinTimer);
+    clearTimeout(room.holeTimer);
     clearTyping(room);
     for (const p of room.pending.values()) clearTimeout(p.timer);
     state.rooms.delete(id);
@@ -635,6 +637,7 @@
     const p = { id: uuid(), text, status: "sending", error: "", attempts: 0, el: null, timer: 0, inflight: false };
     room.pending.set(p.id, p);
     room.sendQueue.push(p);
+    room.lastTypingSent = 0; // receivers drop the indicator when the message lands; typing again is news
     ui.input.value = "";
     autoGrow();
     renderCounter();
@@ -768,6 +771,7 @@
     const atBottom = isCurrent && isAtBottom();
     placeItem(room, { key: msg.seq, el, user: msg.user, ts: msg.ts });
     if (msg.seq === room.contig + 1) advanceContig(room);
+    else if (room.hasState && msg.seq > room.contig + 1 && source === "live") scheduleHoleFill(room);
     if (isCurrent && source === "live") {
       if (atBottom || room.stick) scrollToBottom();
       else ui.jumpLatest.hidden = false;
@@ -797,6 +801,28 @@
     const cont = !!prev && prev.user === it.user && Number.isInteger(prev.key) && it.key === prev.key + 1 &&
       Math.abs((it.ts ?? 0) - (prev.ts ?? 0)) < GROUP_WINDOW_MS;
     it.el.classList.toggle("cont", cont);
+  }
+
+  /**
+   * Live messages arrive in seq order, so a hole before a live message should close within moments (an ack
+   * can overtake the broadcast of an earlier message). If it does not, fetch the missing range. The server
+   * should never make this necessary, hence the warning.
+   */
+  function scheduleHoleFill(room) {
+    if (room.holeTimer) return;
+    room.holeTimer = window.setTimeout(async () => {
+      room.holeTimer = 0;
+      if (state.rooms.get(room.id) !== room || !room.joined || room.contig >= room.highestSeq) return;
+      const after = room.contig;
+      const ack = await request("history", { room: room.id, after, limit: 200 });
+      if (!ack.ok || state.rooms.get(room.id) !== room) return;
+      const msgs = (Array.isArray(ack.messages) ? ack.messages : [])
+        .map((m) => (isObj(m) ? { ...m, room: room.id } : m)).filter(validMsg);
+      let filled = 0;
+      for (const m of msgs) if (insertMessage(room, m, "fill")) filled++;
+      if (filled > 0) console.warn(`fractal: filled ${filled} undelivered message(s) in #${room.id} after seq ${after}`);
+      if (filled > 0 && room.contig < room.highestSeq) scheduleHoleFill(room); // no progress: give up
+    }, 1500);
   }
 
   function advanceContig(room) {
