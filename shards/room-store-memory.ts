@@ -1,11 +1,20 @@
 /**
  * In-memory RoomStore for fast in-process tests. Not durable: never used by a node process.
  */
-import { checkContiguous, type HistoryQuery, type RoomStore, type SendRecord, type StoredMessage } from "./room-store.js";
+import {
+  checkContiguous,
+  type CheckpointRecord,
+  type HistoryQuery,
+  type RoomHeads,
+  type RoomStore,
+  type SendRecord,
+  type StoredMessage,
+} from "./room-store.js";
 
 export class MemoryRoomStore implements RoomStore {
   private readonly messages = new Map<string, StoredMessage[]>();
   private readonly sends = new Map<string, SendRecord>();
+  private readonly checkpoints = new Map<string, CheckpointRecord>();
   /** Fault switch for tests: the next append throws. */
   failNextAppend = false;
 
@@ -51,7 +60,31 @@ export class MemoryRoomStore implements RoomStore {
   }
 
   rooms(): string[] {
-    return [...this.messages.keys()].sort();
+    return [...this.messages.keys()].filter((r) => this.head(r) > 0).sort();
+  }
+
+  roomCount(): number {
+    return this.rooms().length;
+  }
+
+  deleteRoom(room: string): void {
+    for (const m of this.messages.get(room) ?? []) this.sends.delete(sendKey(room, m.user, m.id));
+    this.messages.delete(room);
+    this.checkpoints.delete(room);
+  }
+
+  checkpointOf(room: string): CheckpointRecord | undefined {
+    return this.checkpoints.get(room);
+  }
+
+  setCheckpoint(room: string, record: CheckpointRecord): void {
+    this.checkpoints.set(room, { ...record });
+  }
+
+  uncheckpointed(): RoomHeads[] {
+    return this.rooms()
+      .map((room) => ({ room, head: this.head(room), checkpointed: this.checkpoints.get(room)?.seq ?? 0 }))
+      .filter((r) => r.head > r.checkpointed);
   }
 
   close(): void {}

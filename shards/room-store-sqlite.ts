@@ -12,7 +12,15 @@
 import Database from "better-sqlite3";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
-import { checkContiguous, type HistoryQuery, type RoomStore, type SendRecord, type StoredMessage } from "./room-store.js";
+import {
+  checkContiguous,
+  type CheckpointRecord,
+  type HistoryQuery,
+  type RoomHeads,
+  type RoomStore,
+  type SendRecord,
+  type StoredMessage,
+} from "./room-store.js";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS rooms (
@@ -30,6 +38,13 @@ CREATE TABLE IF NOT EXISTS messages (
 ) WITHOUT ROWID;
 -- The idempotency record of DESIGN.md invariant 4: it lives with the room's rows and moves with them.
 CREATE UNIQUE INDEX IF NOT EXISTS messages_send ON messages (room, user, id);
+-- What the object store holds of each room, so a restart knows which rooms still need a checkpoint.
+CREATE TABLE IF NOT EXISTS checkpoints (
+  room TEXT PRIMARY KEY,
+  seq INTEGER NOT NULL,
+  version TEXT NOT NULL,
+  at INTEGER NOT NULL
+) WITHOUT ROWID;
 `;
 
 interface MessageRow {
@@ -45,6 +60,7 @@ export class SqliteRoomStore implements RoomStore {
   private readonly db: Database.Database;
   private readonly stmt;
   private readonly appendTx: (messages: readonly StoredMessage[]) => void;
+  private readonly deleteTx: (room: string) => void;
 
   constructor(file: string) {
     if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
@@ -71,8 +87,24 @@ export class SqliteRoomStore implements RoomStore {
       before: this.db.prepare<[string, number, number], MessageRow>(
         "SELECT room, seq, id, user, text, ts FROM messages WHERE room = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
       ),
-      rooms: this.db.prepare<[], { room: string }>("SELECT room FROM rooms WHERE head > 0 ORDER BY room").pluck(false),
+      rooms: this.db.prepare<[], { room: string }>("SELECT room FROM rooms WHERE head > 0 ORDER BY room"),
+      roomCount: this.db.prepare<[], { n: number }>("SELECT count(*) AS n FROM rooms WHERE head > 0"),
+      deleteMessages: this.db.prepare("DELETE FROM messages WHERE room = ?"),
+      deleteRoom: this.db.prepare("DELETE FROM rooms WHERE room = ?"),
+      deleteCheckpoint: this.db.prepare("DELETE FROM checkpoints WHERE room = ?"),
+      checkpointOf: this.db.prepare<[string], CheckpointRecord>("SELECT seq, version, at FROM checkpoints WHERE room = ?"),
+      setCheckpoint: this.db.prepare(
+        "INSERT INTO checkpoints (room, seq, version, at) VALUES (@room, @seq, @version, @at) ON CONFLICT(room) DO UPDATE SET seq = excluded.seq, version = excluded.version, at = excluded.at",
+      ),
+      uncheckpointed: this.db.prepare<[], RoomHeads>(
+        "SELECT r.room AS room, r.head AS head, coalesce(c.seq, 0) AS checkpointed FROM rooms r LEFT JOIN checkpoints c ON c.room = r.room WHERE r.head > coalesce(c.seq, 0)",
+      ),
     };
+    this.deleteTx = this.db.transaction((room: string) => {
+      this.stmt.deleteMessages.run(room);
+      this.stmt.deleteRoom.run(room);
+      this.stmt.deleteCheckpoint.run(room);
+    });
     this.appendTx = this.db.transaction((messages: readonly StoredMessage[]) => {
       checkContiguous(messages, (room) => this.head(room));
       const heads = new Map<string, number>();
@@ -106,6 +138,26 @@ export class SqliteRoomStore implements RoomStore {
 
   rooms(): string[] {
     return this.stmt.rooms.all().map((r) => r.room);
+  }
+
+  roomCount(): number {
+    return this.stmt.roomCount.get()?.n ?? 0;
+  }
+
+  deleteRoom(room: string): void {
+    this.deleteTx(room);
+  }
+
+  checkpointOf(room: string): CheckpointRecord | undefined {
+    return this.stmt.checkpointOf.get(room);
+  }
+
+  setCheckpoint(room: string, record: CheckpointRecord): void {
+    this.stmt.setCheckpoint.run({ room, ...record });
+  }
+
+  uncheckpointed(): RoomHeads[] {
+    return this.stmt.uncheckpointed.all();
   }
 
   close(): void {

@@ -34,6 +34,23 @@ export interface SendRecord {
   readonly ts: number;
 }
 
+/** What the node last wrote to object storage for a room (kept locally so a restart knows what is dirty). */
+export interface CheckpointRecord {
+  /** Highest seq in the object store's chain. */
+  readonly seq: number;
+  /** Version of the manifest that recorded it (for compare-and-swap). */
+  readonly version: string;
+  /** When it was written, ms. */
+  readonly at: number;
+}
+
+export interface RoomHeads {
+  readonly room: string;
+  readonly head: number;
+  /** Highest checkpointed seq (0 when never checkpointed). */
+  readonly checkpointed: number;
+}
+
 export interface RoomStore {
   /** Latest committed seq of the room; 0 for a room never written. */
   head(room: string): number;
@@ -43,6 +60,14 @@ export interface RoomStore {
   history(room: string, query: HistoryQuery): StoredMessage[];
   /** Rooms that hold at least one message. */
   rooms(): string[];
+  /** Number of rooms that hold at least one message. */
+  roomCount(): number;
+  /** Removes every message of a room and its checkpoint record (a restore replaces the room). */
+  deleteRoom(room: string): void;
+  checkpointOf(room: string): CheckpointRecord | undefined;
+  setCheckpoint(room: string, record: CheckpointRecord): void;
+  /** Rooms whose head is above their checkpointed seq. */
+  uncheckpointed(): RoomHeads[];
   close(): void;
 }
 

@@ -1,0 +1,224 @@
+/**
+ * Reads and writes one room's checkpoint chain in the object store (format: checkpoint-format.ts).
+ *
+ * Contract: `append` adds the messages after the manifest's head as a new level-0 segment, merges trailing
+ * segments when a level fills up, and publishes the new manifest with compare-and-swap. It throws
+ * StaleOwnerError when the manifest was written by a newer epoch, and PreconditionFailedError when another
+ * writer changed the manifest since it was read (the caller re-reads and retries). Segments are written before
+ * the manifest that references them, so a reader never sees a manifest pointing at a missing segment.
+ */
+import {
+  CheckpointCorruptError,
+  decodeSegment,
+  encodeManifest,
+  encodeSegment,
+  FORMAT,
+  manifestKey,
+  MANIFEST_PREFIX,
+  mergeStart,
+  parseManifest,
+  roomOfManifestKey,
+  segmentKey,
+  sha256,
+  type Manifest,
+  type SegmentRef,
+} from "./checkpoint-format.js";
+import type { ObjectStore } from "./object-store.js";
+import type { StoredMessage } from "./room-store.js";
+
+export interface VersionedManifest {
+  readonly manifest: Manifest;
+  readonly version: string;
+}
+
+export class StaleOwnerError extends Error {
+  constructor(
+    readonly room: string,
+    readonly ours: number,
+    readonly theirs: number,
+  ) {
+    super(`room ${room}: manifest written at epoch ${theirs}, we are at ${ours}: not the owner any more`);
+    this.name = "StaleOwnerError";
+  }
+}
+
+export interface ChainWriter {
+  readonly node: string;
+  readonly epoch: number;
+}
+
+/** Where merges read the messages of the segments they replace (the owner's local store is cheapest). */
+export type RangeReader = (room: string, from: number, to: number) => Promise<StoredMessage[]>;
+
+export class CheckpointChain {
+  constructor(
+    private readonly objects: ObjectStore,
+    /** How long replaced segments are kept before deletion (ms). */
+    private readonly retentionMs: number,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  async read(room: string): Promise<VersionedManifest | undefined> {
+    const obj = await this.objects.get(manifestKey(room));
+    if (obj === undefined) return undefined;
+    return { manifest: parseManifest(room, obj.body), version: obj.version };
+  }
+
+  /** Rooms that have a manifest. */
+  async rooms(): Promise<string[]> {
+    const keys = await this.objects.list(MANIFEST_PREFIX);
+    return keys.flatMap((k) => {
+      const room = roomOfManifestKey(k);
+      return room === undefined ? [] : [room];
+    });
+  }
+
+  async append(
+    room: string,
+    current: VersionedManifest | undefined,
+    messages: readonly StoredMessage[],
+    writer: ChainWriter,
+    readRange?: RangeReader,
+  ): Promise<VersionedManifest> {
+    const base = current?.manifest;
+    if (base !== undefined && base.epoch > writer.epoch) throw new StaleOwnerError(room, writer.epoch, base.epoch);
+    const head = base?.head ?? 0;
+    const first = messages[0];
+    if (first === undefined || first.seq !== head + 1) {
+      throw new Error(`room ${room}: checkpoint must continue at seq ${head + 1}, got ${first?.seq}`);
+    }
+    let segments = [...(base?.segments ?? [])];
+    segments.push(await this.writeSegment(room, messages, 0, writer.epoch));
+    const superseded = [...(base?.superseded ?? [])];
+    // Merge full levels (the last FANOUT segments of one level become one segment a level up).
+    for (let start = mergeStart(segments); start !== undefined; start = mergeStart(segments)) {
+      const group = segments.slice(start);
+      const from = group[0]!.from;
+      const to = group[group.length - 1]!.to;
+      const merged = readRange ? await readRange(room, from, to) : await this.readSegments(room, group);
+      if (merged.length !== to - from + 1) {
+        // The local store no longer has the range: fall back to the segments themselves.
+        merged.splice(0, merged.length, ...(await this.readSegments(room, group)));
+      }
+      const ref = await this.writeSegment(room, merged, group[0]!.level + 1, writer.epoch);
+      segments = [...segments.slice(0, start), ref];
+      for (const s of group) superseded.push({ key: s.key, at: this.clock() });
+    }
+    const last = messages[messages.length - 1]!;
+    return this.publish(room, current, {
+      format: FORMAT,
+      room,
+      epoch: writer.epoch,
+      owner: writer.node,
+      head: last.seq,
+      headTs: last.ts,
+      updatedAt: this.clock(),
+      segments,
+      superseded: await this.collect(superseded),
+    });
+  }
+
+  /**
+   * Cuts the chain back to `toSeq` (point-in-time restore): segments wholly below stay, the one that
+   * straddles is rewritten from `messages` (which must be its part up to toSeq), later ones are superseded.
+   */
+  async truncate(
+    room: string,
+    current: VersionedManifest,
+    toSeq: number,
+    straddling: readonly StoredMessage[],
+    writer: ChainWriter,
+  ): Promise<VersionedManifest> {
+    const base = current.manifest;
+    if (base.epoch > writer.epoch) throw new StaleOwnerError(room, writer.epoch, base.epoch);
+    const keep = base.segments.filter((s) => s.to <= toSeq);
+    const dropped = base.segments.filter((s) => s.to > toSeq);
+    const segments = [...keep];
+    const cut = dropped[0];
+    if (cut !== undefined && cut.from <= toSeq) {
+      if (straddling.length !== toSeq - cut.from + 1 || straddling[0]?.seq !== cut.from) {
+        throw new Error(`room ${room}: truncation needs messages ${cut.from}..${toSeq}`);
+      }
+      segments.push(await this.writeSegment(room, straddling, 0, writer.epoch));
+    }
+    const headTs = toSeq === 0 ? 0 : (straddling[straddling.length - 1]?.ts ?? (await this.messageTs(room, keep, toSeq)));
+    const now = this.clock();
+    return this.publish(room, current, {
+      format: FORMAT,
+      room,
+      epoch: writer.epoch,
+      owner: writer.node,
+      head: toSeq,
+      headTs,
+      updatedAt: now,
+      segments,
+      superseded: await this.collect([...base.superseded, ...dropped.map((s) => ({ key: s.key, at: now }))]),
+    });
+  }
+
+  /**
+   * Yields the room's messages from..to (inclusive) in order, one verified segment at a time (checksum,
+   * header, contiguity), with the segment's position for progress.
+   */
+  async *messages(
+    room: string,
+    manifest: Manifest,
+    from: number,
+    to: number,
+  ): AsyncGenerator<{ messages: StoredMessage[]; segment: number; segments: number }> {
+    const wanted = manifest.segments.filter((s) => s.to >= from && s.from <= to);
+    for (const [i, ref] of wanted.entries()) {
+      const all = await this.readSegment(room, ref);
+      yield { messages: all.filter((m) => m.seq >= from && m.seq <= to), segment: i + 1, segments: wanted.length };
+    }
+  }
+
+  private async readSegments(room: string, refs: readonly SegmentRef[]): Promise<StoredMessage[]> {
+    const out: StoredMessage[] = [];
+    for (const ref of refs) out.push(...(await this.readSegment(room, ref)));
+    return out;
+  }
+
+  private async readSegment(room: string, ref: SegmentRef): Promise<StoredMessage[]> {
+    const obj = await this.objects.get(ref.key);
+    if (obj === undefined) throw new CheckpointCorruptError(room, `segment ${ref.key} is missing`);
+    return decodeSegment(room, ref, obj.body);
+  }
+
+  private async messageTs(room: string, keep: readonly SegmentRef[], seq: number): Promise<number> {
+    const ref = keep.find((s) => s.from <= seq && s.to >= seq);
+    if (ref === undefined) return 0;
+    return (await this.readSegment(room, ref)).find((m) => m.seq === seq)?.ts ?? 0;
+  }
+
+  private async writeSegment(room: string, messages: readonly StoredMessage[], level: number, epoch: number): Promise<SegmentRef> {
+    const from = messages[0]!.seq;
+    const to = messages[messages.length - 1]!.seq;
+    const body = encodeSegment(room, messages);
+    const key = segmentKey(room, from, to, level, epoch);
+    // Unique key, written once: if-none-match makes "never overwrite a segment" hold even against a bug.
+    await this.objects.put(key, body, { ifNoneMatch: "*" });
+    return { key, from, to, level, bytes: body.length, sha256: sha256(body) };
+  }
+
+  private async publish(room: string, current: VersionedManifest | undefined, manifest: Manifest): Promise<VersionedManifest> {
+    const body = encodeManifest(manifest);
+    const { version } = await this.objects.put(
+      manifestKey(room),
+      body,
+      current === undefined ? { ifNoneMatch: "*" } : { ifMatch: current.version },
+    );
+    return { manifest, version };
+  }
+
+  /** Deletes superseded segments past retention; returns the ones still kept. */
+  private async collect(superseded: { key: string; at: number }[]): Promise<{ key: string; at: number }[]> {
+    const now = this.clock();
+    const kept: { key: string; at: number }[] = [];
+    for (const s of superseded) {
+      if (now - s.at < this.retentionMs) kept.push(s);
+      else await this.objects.delete(s.key).catch(() => kept.push(s));
+    }
+    return kept;
+  }
+}

@@ -1,0 +1,196 @@
+import { expect } from "chai";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  CheckpointChain,
+  CheckpointCorruptError,
+  Checkpointer,
+  DirectoryObjectStore,
+  FANOUT,
+  MemoryRoomStore,
+  restoreRoom,
+  StaleOwnerError,
+  type StoredMessage,
+} from "../../shards/index.js";
+import { FaultyObjectStore } from "../helpers/faulty-object-store.js";
+
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function objectDir(): { dir: string; store: DirectoryObjectStore } {
+  const dir = mkdtempSync(join(tmpdir(), "fractal-ckpt-"));
+  dirs.push(dir);
+  return { dir, store: new DirectoryObjectStore(dir) };
+}
+
+function messages(room: string, from: number, to: number): StoredMessage[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => ({
+    room,
+    seq: from + i,
+    id: `id-${from + i}`,
+    user: `u${(from + i) % 3}`,
+    text: `message ${from + i} ✓`,
+    ts: 1_700_000_000_000 + from + i,
+  }));
+}
+
+const writer = { node: "n1", epoch: 1 };
+
+describe("checkpoint chain", () => {
+  it("appends segments, merges full levels, and reads back exactly the messages", async () => {
+    const { store } = objectDir();
+    const chain = new CheckpointChain(store, 0);
+    let current = await chain.read("r");
+    expect(current).to.equal(undefined);
+    const rounds = FANOUT * FANOUT + 3;
+    for (let i = 0; i < rounds; i++) current = await chain.append("r", current, messages("r", i * 10 + 1, i * 10 + 10), writer);
+    const m = current!.manifest;
+    expect(m.head).to.equal(rounds * 10);
+    // 67 appends with fanout 8: one level-2 segment (64 rounds) and three level-0 segments.
+    expect(m.segments.map((s) => s.level)).to.deep.equal([2, 0, 0, 0]);
+    const all: StoredMessage[] = [];
+    for await (const part of chain.messages("r", m, 1, m.head)) all.push(...part.messages);
+    expect(all).to.deep.equal(messages("r", 1, rounds * 10));
+    // Retention 0: merged-away segments are deleted, only referenced ones remain.
+    expect((await store.list("segments/r/")).length).to.equal(m.segments.length);
+    expect(await chain.rooms()).to.deep.equal(["r"]);
+  });
+
+  it("refuses a writer with an older epoch than the manifest's (fencing)", async () => {
+    const { store } = objectDir();
+    const chain = new CheckpointChain(store, 0);
+    const v = await chain.append("r", undefined, messages("r", 1, 5), { node: "n2", epoch: 7 });
+    let err: unknown;
+    await chain.append("r", v, messages("r", 6, 8), { node: "n1", epoch: 6 }).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(StaleOwnerError);
+    expect((await chain.read("r"))!.manifest.head).to.equal(5);
+  });
+
+  it("refuses to publish over a manifest that changed since it was read (compare-and-swap)", async () => {
+    const { store } = objectDir();
+    const chain = new CheckpointChain(store, 0);
+    const v1 = await chain.append("r", undefined, messages("r", 1, 5), writer);
+    await chain.append("r", v1, messages("r", 6, 6), writer);
+    let err: unknown;
+    await chain.append("r", v1, messages("r", 6, 7), writer).catch((e: unknown) => (err = e));
+    expect(err).to.have.property("name", "PreconditionFailedError");
+    expect((await chain.read("r"))!.manifest.head).to.equal(6);
+  });
+
+  it("detects a corrupted segment and reports it", async () => {
+    const { dir, store } = objectDir();
+    const chain = new CheckpointChain(store, 0);
+    const v = await chain.append("r", undefined, messages("r", 1, 50), writer);
+    const file = join(dir, ...v.manifest.segments[0]!.key.split("/"));
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 5] ^= 0xff;
+    writeFileSync(file, bytes);
+    const target = new MemoryRoomStore();
+    let err: unknown;
+    await restoreRoom(target, chain, "r", v).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(CheckpointCorruptError);
+    expect((err as Error).message).to.match(/checksum mismatch/);
+    expect(target.head("r")).to.equal(0);
+  });
+
+  it("detects a manifest whose chain has a hole", async () => {
+    const { store } = objectDir();
+    const chain = new CheckpointChain(store, 0);
+    const v = await chain.append("r", undefined, messages("r", 1, 5), writer);
+    const broken = { ...v.manifest, head: 9 };
+    await store.put("rooms/r/manifest.json", Buffer.from(JSON.stringify(broken)));
+    let err: unknown;
+    await chain.read("r").catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(CheckpointCorruptError);
+  });
+
+  it("restores a room to a seq and truncates the chain there", async () => {
+    const { store } = objectDir();
+    const chain = new CheckpointChain(store, 60_000);
+    let v = await chain.append("r", undefined, messages("r", 1, 40), writer);
+    v = await chain.append("r", v, messages("r", 41, 100), writer);
+    const local = new MemoryRoomStore();
+    const progress: number[] = [];
+    const result = await restoreRoom(local, chain, "r", v, { toSeq: 55, replace: true, onProgress: (p) => progress.push(p.segmentsDone) });
+    expect(result).to.deep.equal({ room: "r", restored: 55, head: 55 });
+    expect(progress).to.deep.equal([1, 2]);
+    expect(local.history("r", { after: 0, limit: 100 })).to.deep.equal(messages("r", 1, 55));
+    const cut = await chain.truncate("r", v, 55, messages("r", 41, 55), writer);
+    expect(cut.manifest.head).to.equal(55);
+    expect(cut.manifest.segments.map((s) => [s.from, s.to])).to.deep.equal([
+      [1, 40],
+      [41, 55],
+    ]);
+    expect(cut.manifest.superseded).to.have.length(1);
+    // The chain continues from the cut: the next checkpoint starts at 56.
+    const next = await chain.append("r", cut, messages("r", 56, 60), writer);
+    expect(next.manifest.head).to.equal(60);
+  });
+});
+
+describe("checkpointer", () => {
+  it("checkpoints dirty rooms, then restores them elsewhere with every message", async () => {
+    const { store: objects } = objectDir();
+    const chain = new CheckpointChain(objects, 60_000);
+    const local = new MemoryRoomStore();
+    const cp = new Checkpointer({ store: local, chain, node: "n1", epoch: () => 1, intervalMs: 1000, maxSegmentMessages: 30 });
+    for (const room of ["a", "b", "c"]) {
+      local.append(messages(room, 1, 70));
+      cp.committed(messages(room, 70, 70));
+    }
+    const round = await cp.flush();
+    expect(round).to.deep.equal({ rooms: 3, messages: 210, failed: 0 });
+    expect(cp.dirtyRooms).to.equal(0);
+    expect(cp.status(["a"])[0]).to.include({ head: 70, checkpointed: 70, lagSeq: 0, lagSeconds: 0 });
+
+    const rebuilt = new MemoryRoomStore();
+    for (const room of await chain.rooms()) await restoreRoom(rebuilt, chain, room, (await chain.read(room))!);
+    for (const room of ["a", "b", "c"]) expect(rebuilt.history(room, { after: 0, limit: 100 })).to.deep.equal(messages(room, 1, 70));
+    expect(rebuilt.findSend("b", "u1", "id-7")?.seq).to.equal(7);
+  });
+
+  it("keeps serving and keeps rooms dirty while the store is down, then catches up with nothing lost", async () => {
+    const { store: dirStore } = objectDir();
+    const objects = new FaultyObjectStore(dirStore);
+    const chain = new CheckpointChain(objects, 60_000);
+    const local = new MemoryRoomStore();
+    let now = 1_000_000;
+    const errors: unknown[] = [];
+    const cp = new Checkpointer({ store: local, chain, node: "n1", epoch: () => 1, intervalMs: 1000, clock: () => now, onError: (_r, e) => errors.push(e) });
+    local.append(messages("r", 1, 10));
+    cp.committed(messages("r", 1, 10));
+    await cp.flush();
+    objects.down = true;
+    local.append(messages("r", 11, 20));
+    cp.committed(messages("r", 11, 20));
+    now += 5000;
+    const failed = await cp.flush();
+    expect(failed.failed).to.equal(1);
+    expect(errors).to.have.length(1);
+    expect(cp.lag()).to.deep.include({ rooms: 1, seq: 10 });
+    expect(cp.lag().seconds).to.equal(5);
+    objects.down = false;
+    await cp.flush();
+    expect(cp.lag()).to.deep.include({ rooms: 0, seq: 0 });
+    const rebuilt = new MemoryRoomStore();
+    await restoreRoom(rebuilt, chain, "r", (await chain.read("r"))!);
+    expect(rebuilt.head("r")).to.equal(20);
+  });
+
+  it("stops writing a room once a newer owner's manifest is seen", async () => {
+    const { store: objects } = objectDir();
+    const chain = new CheckpointChain(objects, 0);
+    await chain.append("r", undefined, messages("r", 1, 3), { node: "n2", epoch: 5 });
+    const local = new MemoryRoomStore();
+    local.append(messages("r", 1, 4));
+    const stale: string[] = [];
+    const cp = new Checkpointer({ store: local, chain, node: "n1", epoch: () => 4, intervalMs: 1000, onStale: (room) => stale.push(room) });
+    cp.committed(messages("r", 4, 4));
+    await cp.flush();
+    expect(stale).to.deep.equal(["r"]);
+    expect((await chain.read("r"))!.manifest).to.include({ head: 3, owner: "n2" });
+  });
+});
