@@ -10,6 +10,18 @@ import { FractalError } from "../shards/index.js";
 const port = z.coerce.number().int().min(0).max(65535);
 const positiveInt = z.coerce.number().int().positive();
 
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** A duration like `1s`, `500ms`, `24h` (a bare number is milliseconds), as milliseconds. */
+export const duration = z.string().transform((value, ctx) => {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(value.trim());
+  if (m === null) {
+    ctx.addIssue({ code: "custom", message: "must be a duration like 500ms, 1s, 5m, 24h" });
+    return z.NEVER;
+  }
+  return Math.round(Number(m[1]) * DURATION_UNITS[m[2] ?? "ms"]!);
+});
+
 /** Every node flag: its name on the command line (the env variable is FRACTAL_<FLAG>), help and default. */
 export const NODE_FLAGS = {
   id: { help: "node id, unique in the cluster (e.g. n1)" },
@@ -23,9 +35,13 @@ export const NODE_FLAGS = {
   "object-store": { help: "object store: a directory path or s3://bucket/prefix (default <data-dir>/../objects)" },
   "s3-endpoint": { help: "endpoint URL of an S3-compatible server" },
   "auth-secret": { help: "secret that signs session tokens (default: generated once, kept in the object store)" },
+  "admin-token": { help: "bearer token for /api/admin (default: admin API from loopback only)" },
   "max-text-length": { help: "longest message text, in characters", default: "4000" },
   "forward-timeout-ms": { help: "deadline of a forwarded room operation, ms", default: "3000" },
   "rate-limit": { help: "sends per second per connection (burst: twice as many)", default: "50" },
+  "checkpoint-interval": { help: "how often rooms with new messages are checkpointed (e.g. 1s, 500ms)", default: "1s" },
+  "checkpoint-concurrency": { help: "rooms checkpointed at once", default: "8" },
+  "checkpoint-retention": { help: "how long replaced checkpoint segments are kept (e.g. 24h, 0s)", default: "24h" },
   "log-level": { help: "pino log level: fatal, error, warn, info, debug, trace, silent", default: "info" },
 } as const satisfies Record<string, { help: string; default?: string }>;
 
@@ -44,9 +60,13 @@ const schema = z.object({
   "object-store": z.string().min(1).optional(),
   "s3-endpoint": z.url().optional(),
   "auth-secret": z.string().min(16, "must be at least 16 characters").optional(),
+  "admin-token": z.string().min(16, "must be at least 16 characters").optional(),
   "max-text-length": positiveInt.max(1_000_000),
   "forward-timeout-ms": positiveInt.max(600_000),
   "rate-limit": positiveInt.max(1_000_000),
+  "checkpoint-interval": duration.refine((ms) => ms >= 10, "must be at least 10ms"),
+  "checkpoint-concurrency": positiveInt.max(256),
+  "checkpoint-retention": duration,
   "log-level": z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
 });
 
@@ -64,9 +84,13 @@ export interface NodeConfig {
   readonly objectStore: string;
   readonly s3Endpoint: string | undefined;
   readonly authSecret: string | undefined;
+  readonly adminToken: string | undefined;
   readonly maxTextLength: number;
   readonly forwardTimeoutMs: number;
   readonly rateLimit: number;
+  readonly checkpointIntervalMs: number;
+  readonly checkpointConcurrency: number;
+  readonly checkpointRetentionMs: number;
   readonly logLevel: string;
 }
 
@@ -95,6 +119,9 @@ export function parseNodeConfig(flags: RawFlags, env: NodeJS.ProcessEnv = proces
   }
   const dataDir = resolve(c["data-dir"]);
   const objectStore = c["object-store"] ?? resolve(dirname(dataDir), "objects");
+  if (objectStore.startsWith("s3://") && !/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/.test(objectStore)) {
+    throw new FractalError("bad_request", `bad configuration: --object-store "${objectStore}" is not s3://bucket/prefix`);
+  }
   return {
     id: c.id,
     host: c.host,
@@ -107,9 +134,13 @@ export function parseNodeConfig(flags: RawFlags, env: NodeJS.ProcessEnv = proces
     objectStore: objectStore.startsWith("s3://") ? objectStore : resolve(objectStore),
     s3Endpoint: c["s3-endpoint"],
     authSecret: c["auth-secret"],
+    adminToken: c["admin-token"],
     maxTextLength: c["max-text-length"],
     forwardTimeoutMs: c["forward-timeout-ms"],
     rateLimit: c["rate-limit"],
+    checkpointIntervalMs: c["checkpoint-interval"],
+    checkpointConcurrency: c["checkpoint-concurrency"],
+    checkpointRetentionMs: c["checkpoint-retention"],
     logLevel: c["log-level"],
   };
 }

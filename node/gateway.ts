@@ -81,6 +81,10 @@ export class Gateway implements FeedSink {
     io.on("connection", (socket) => this.onConnection(socket));
   }
 
+  get connectedClients(): number {
+    return this.io.of("/").sockets.size;
+  }
+
   get followedRooms(): number {
     return this.feeds.size;
   }

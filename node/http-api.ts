@@ -27,6 +27,10 @@ const HTTP_STATUS: Record<ClientErrorCode, number> = {
 
 export interface HttpApiDeps {
   readonly self: string;
+  /** The map's nodes with what this node knows of them (HTTP address, last heard from). */
+  readonly clusterNodes: () => object[];
+  /** The /api/admin router (guarded on its own). */
+  readonly admin: express.Router;
   readonly router: Router;
   readonly membership: Membership;
   readonly tokens: Tokens;
@@ -70,8 +74,7 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
 
   app.get("/api/cluster", (req, res) => {
     authed(req);
-    const map = deps.membership.map;
-    res.json({ self: deps.self, epoch: map.epoch, nodes: map.nodes });
+    res.json({ self: deps.self, epoch: deps.membership.epoch, nodes: deps.clusterNodes() });
   });
 
   app.get("/api/rooms/:room", async (req, res) => {
@@ -100,6 +103,7 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
     res.json({ seq, ts });
   });
 
+  app.use("/api/admin", deps.admin);
   app.use("/api", () => {
     throw new FractalError("not_found", "no such API endpoint");
   });

@@ -12,8 +12,18 @@ export class NodeMetrics {
   readonly forwardSeconds: Histogram;
   readonly peerCallSeconds: Histogram;
   readonly clientErrors: Counter;
+  readonly checkpointedMessages: Counter;
+  readonly checkpointFailures: Counter;
+  readonly checkpointLagSeconds: Histogram;
 
-  constructor(node: string, probes: { roomsOwned: () => number; roomsFollowed: () => number }) {
+  constructor(
+    node: string,
+    probes: {
+      roomsOwned: () => number;
+      roomsFollowed: () => number;
+      checkpointLag: () => { rooms: number; seq: number; seconds: number };
+    },
+  ) {
     this.registry.setDefaultLabels({ node });
     collectDefaultMetrics({ register: this.registry });
     const registers = [this.registry];
@@ -63,6 +73,38 @@ export class NodeMetrics {
       labelNames: ["method", "outcome"],
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers,
+    });
+    this.checkpointedMessages = new Counter({
+      name: "fractal_checkpointed_messages_total",
+      help: "Messages written to object storage by checkpoints",
+      registers,
+    });
+    this.checkpointFailures = new Counter({
+      name: "fractal_checkpoint_failures_total",
+      help: "Room checkpoints that failed (retried with backoff)",
+      registers,
+    });
+    this.checkpointLagSeconds = new Histogram({
+      name: "fractal_checkpoint_lag_seconds",
+      help: "Age of the oldest message a checkpoint saved, when it completed",
+      buckets: [0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60],
+      registers,
+    });
+    new Gauge({
+      name: "fractal_checkpoint_lag_current_seconds",
+      help: "Age of the oldest committed message not yet checkpointed",
+      registers,
+      collect() {
+        this.set(probes.checkpointLag().seconds);
+      },
+    });
+    new Gauge({
+      name: "fractal_checkpoint_lag_messages",
+      help: "Committed messages not yet checkpointed",
+      registers,
+      collect() {
+        this.set(probes.checkpointLag().seq);
+      },
     });
     this.clientErrors = new Counter({
       name: "fractal_client_errors_total",

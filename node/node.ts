@@ -6,7 +6,18 @@ import * as grpc from "@grpc/grpc-js";
 import { createServer, type Server as HttpServer } from "node:http";
 import { join } from "node:path";
 import { Server as SocketServer } from "socket.io";
-import { DirectoryObjectStore, findNode, OwnedRooms, SqliteRoomStore, withNode, type ObjectStore } from "../shards/index.js";
+import {
+  CheckpointChain,
+  Checkpointer,
+  DirectoryObjectStore,
+  findNode,
+  OwnedRooms,
+  RoomRebuilder,
+  S3ObjectStore,
+  SqliteRoomStore,
+  withNode,
+  type ObjectStore,
+} from "../shards/index.js";
 import { loadAuthSecret, Tokens } from "./auth.js";
 import type { NodeConfig } from "./config.js";
 import { Gateway } from "./gateway.js";
@@ -18,6 +29,8 @@ import { LocalOwner } from "./owner.js";
 import { PeerPool } from "./peer-pool.js";
 import { createPeerServer } from "./rpc/server.js";
 import { Router } from "./router.js";
+import { ClusterAdmin, LocalAdmin } from "./admin.js";
+import { createAdminApi } from "./admin-api.js";
 
 /** socket.io packets larger than this close the connection: a maximal message is ~16 KB of UTF-8. */
 const MAX_SOCKET_PACKET_BYTES = 256 * 1024;
@@ -32,19 +45,19 @@ export interface RunningNode {
   stop(): Promise<void>;
 }
 
-export function openObjectStore(location: string): ObjectStore {
-  if (location.startsWith("s3://")) {
-    throw new Error("the S3 object store is not available in this version; use a directory path");
-  }
+/** A directory path or `s3://bucket/prefix` (credentials from the standard AWS chain). */
+export function openObjectStore(location: string, s3Endpoint?: string): ObjectStore {
+  if (location.startsWith("s3://")) return new S3ObjectStore({ url: location, endpoint: s3Endpoint });
   return new DirectoryObjectStore(location);
 }
 
 export async function startNode(config: NodeConfig): Promise<RunningNode> {
   const log = createLogger(config.id, config.logLevel);
-  const objects = openObjectStore(config.objectStore);
+  const objects = openObjectStore(config.objectStore, config.s3Endpoint);
   const tokens = new Tokens(await loadAuthSecret(config.authSecret, objects));
 
   const store = new SqliteRoomStore(join(config.dataDir, "rooms.db"));
+  if (store.setAside !== undefined) log.error({ file: store.setAside }, "local SQLite file was corrupt; set aside, rooms are rebuilt from checkpoints");
   let ready = false;
   let stopping: Promise<void> | undefined;
 
@@ -55,23 +68,58 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
 
   let gateway: Gateway | undefined;
   let router: Router | undefined;
+  const chain = new CheckpointChain(objects, config.checkpointRetentionMs);
+  const checkpointer = new Checkpointer({
+    store,
+    chain,
+    node: config.id,
+    epoch: () => membership.epoch,
+    intervalMs: config.checkpointIntervalMs,
+    concurrency: config.checkpointConcurrency,
+    onCheckpoint: (_room, messages, lagMs) => {
+      metrics.checkpointedMessages.inc(messages);
+      metrics.checkpointLagSeconds.observe(lagMs / 1000);
+    },
+    onError: (room, err) => {
+      metrics.checkpointFailures.inc();
+      log.warn({ room, err: (err as Error).message }, "checkpoint failed; will retry");
+    },
+    onStale: (room, err) => log.error({ room, err: err.message }, "a newer owner checkpoints this room; stopped writing it"),
+  });
+  const rebuilder = new RoomRebuilder(store, chain);
   const rooms = new OwnedRooms(store, (messages) => {
     metrics.messagesCommitted.inc(messages.length);
     metrics.commitBatchSize.observe(messages.length);
+    checkpointer.committed(messages);
   });
   const metrics = new NodeMetrics(config.id, {
-    roomsOwned: () => store.rooms().length,
+    roomsOwned: () => store.roomCount(),
     roomsFollowed: () => gateway?.followedRooms ?? 0,
+    checkpointLag: () => checkpointer.lag(),
   });
-  const owner = new LocalOwner(config.id, membership, rooms);
+  const owner = new LocalOwner(config.id, membership, rooms, { rebuilder, chain, checkpointer }, config.forwardTimeoutMs);
   const peers = new PeerPool(membership, config.forwardTimeoutMs, log);
   router = new Router(config.id, membership, owner, peers, log, (op, seconds, outcome) =>
     metrics.forwardSeconds.observe({ op, outcome }, seconds),
   );
 
   // gRPC first: peers may forward to us as soon as they see us in the map.
+  const http = `http://${config.advertiseHost}:${config.httpPort}`;
+  const localAdmin = new LocalAdmin({
+    owner,
+    membership,
+    region: config.region,
+    http,
+    clients: () => gateway?.connectedClients ?? 0,
+    gated: () => rebuilder.gated().map((g) => `${g.room}: ${g.state}`),
+    checkpointLag: () => checkpointer.lag(),
+    roomsOwned: () => store.roomCount(),
+  });
+  const clusterAdmin = new ClusterAdmin(membership, localAdmin, peers);
   const grpcServer = createPeerServer({
     owner,
+    admin: localAdmin,
+    http,
     membership,
     log,
     maxTextLength: config.maxTextLength,
@@ -83,8 +131,30 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     );
   });
 
+  // Peers' HTTP addresses are not in a --peers list: learn them (and their liveness) by pinging.
+  const peerHttp = new Map<string, { http: string; seenAt: number }>();
+  const pingPeers = () => {
+    for (const n of membership.map.nodes) {
+      if (n.id === config.id) continue;
+      peers
+        .get(n.id)
+        .ping({ node: config.id, epoch: membership.epoch })
+        .then((r) => peerHttp.set(n.id, { http: r.http, seenAt: Date.now() }))
+        .catch(() => {});
+    }
+  };
+  const pinger = setInterval(pingPeers, 2000);
+  pinger.unref();
+  pingPeers();
+
   const app = createHttpApi({
     self: config.id,
+    clusterNodes: () =>
+      membership.map.nodes.map((n) => {
+        const seen = peerHttp.get(n.id);
+        return { ...n, http: n.http || seen?.http || "", lastSeenMs: n.id === config.id ? 0 : seen ? Date.now() - seen.seenAt : null };
+      }),
+    admin: createAdminApi(clusterAdmin, config.adminToken),
     router,
     membership,
     tokens,
@@ -93,8 +163,8 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     maxTextLength: config.maxTextLength,
     ready: () => ready && stopping === undefined,
   });
-  const http: HttpServer = createServer(app);
-  const io = new SocketServer(http, {
+  const server: HttpServer = createServer(app);
+  const io = new SocketServer(server, {
     maxHttpBufferSize: MAX_SOCKET_PACKET_BYTES,
     perMessageDeflate: false,
     pingInterval: 10_000,
@@ -112,13 +182,17 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     forwardTimeoutMs: config.forwardTimeoutMs,
   });
   const httpPort = await new Promise<number>((resolve, reject) => {
-    http.once("error", reject);
-    http.listen(config.httpPort, config.host, () => {
-      http.off("error", reject);
-      const addr = http.address();
+    server.once("error", reject);
+    server.listen(config.httpPort, config.host, () => {
+      server.off("error", reject);
+      const addr = server.address();
       resolve(typeof addr === "object" && addr !== null ? addr.port : config.httpPort);
     });
   });
+  // Rooms this node owns whose chain is ahead of the local disk are gated before anything is served, then
+  // rebuilt in the background (operations on them wait or get unavailable, never an empty room).
+  await startRebuild(rebuilder, membership, config.id, log);
+  checkpointer.start();
   ready = true;
   log.info({ httpPort, grpcPort, dataDir: config.dataDir, objectStore: objects.location, peers: config.map.nodes.length }, "node ready");
 
@@ -128,7 +202,13 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     owner.accepting = false;
     // 2. Sends already accepted get committed and acknowledged.
     await rooms.commits.drained();
-    // 3. Clients are told to go (they reconnect elsewhere and resume with since); peers are released.
+    // 3. A final checkpoint of every dirty room, so a node stopped cleanly loses nothing even with its disk.
+    checkpointer.stop();
+    rebuilder.stop();
+    const final = await checkpointer.flush().catch((err: unknown) => ({ rooms: 0, messages: 0, failed: -1, err }));
+    log.info({ ...final }, "final checkpoint");
+    clearInterval(pinger);
+    // 4. Clients are told to go (they reconnect elsewhere and resume with since); peers are released.
     io.disconnectSockets(true);
     await new Promise<void>((resolve) => io.close(() => resolve()));
     peers.close();
@@ -142,9 +222,9 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
         resolve();
       });
     });
-    http.closeAllConnections();
-    await new Promise<void>((resolve) => http.close(() => resolve()));
-    // 4. SQLite last: nothing can write any more.
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    // 5. SQLite last: nothing can write any more.
     store.close();
     log.info("stopped");
   };
@@ -156,4 +236,28 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     log,
     stop: () => (stopping ??= stop()),
   };
+}
+
+/** Lists the object store until it answers (the node is not ready before), then rebuilds in the background. */
+async function startRebuild(rebuilder: RoomRebuilder, membership: Membership, self: string, log: Logger): Promise<void> {
+  for (let delay = 200; ; delay = Math.min(5000, delay * 2)) {
+    try {
+      let lastLogged = 0;
+      const { rooms, done } = await rebuilder.start((room) => membership.ownerOf(room) === self, {
+        onProgress: (p) => {
+          if (p.roomsDone === p.roomsTotal || Date.now() - lastLogged > 1000) {
+            lastLogged = Date.now();
+            log.info(p, "rebuilding rooms from object storage");
+          }
+        },
+        onError: (room, err) => log.warn({ room, err: (err as Error).message }, "room rebuild failed"),
+      });
+      if (rooms > 0) log.info({ rooms }, "rooms to check against their checkpoints");
+      void done.then((p) => rooms > 0 && log.info(p, "rebuild finished"));
+      return;
+    } catch (err) {
+      log.warn({ err: (err as Error).message, retryInMs: delay }, "object store unreachable at start; retrying");
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
 }

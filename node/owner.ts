@@ -3,7 +3,21 @@
  * DESIGN.md invariant 1), then hands the operation to the room actor. Served to local callers directly and
  * to peers through the gRPC server.
  */
-import { FractalError, type HistoryQuery, type OwnedRooms, type RoomListener, type SendRecord, type StoredMessage } from "../shards/index.js";
+import {
+  FractalError,
+  RoomUnavailableError,
+  type Checkpointer,
+  type CheckpointChain,
+  type HistoryQuery,
+  type OwnedRooms,
+  type RestoreProgress,
+  type RestoreResult,
+  restoreRoom,
+  type RoomListener,
+  type RoomRebuilder,
+  type SendRecord,
+  type StoredMessage,
+} from "../shards/index.js";
 import type { Membership } from "./membership.js";
 import type { Caller, JoinResult, OwnerApi, OwnerEvents, RoomInfo } from "./room-api.js";
 
@@ -15,39 +29,52 @@ export class LocalOwner implements OwnerApi, OwnerEvents {
     private readonly self: string,
     private readonly membership: Membership,
     readonly rooms: OwnedRooms,
+    private readonly durability: {
+      readonly rebuilder: RoomRebuilder;
+      readonly chain: CheckpointChain;
+      readonly checkpointer: Checkpointer;
+    },
+    /** How long an operation waits for a room being rebuilt before answering unavailable. */
+    private readonly rebuildWaitMs = 2000,
   ) {}
 
   async join(caller: Caller, room: string, user: string): Promise<JoinResult> {
-    const actor = this.owned(room);
+    const actor = (await this.owned(room));
     const members = actor.join(user, caller.node);
     return { seq: actor.head, members };
   }
 
   async leave(caller: Caller, room: string, user: string): Promise<void> {
-    this.owned(room).leave(user, caller.node);
+    (await this.owned(room)).leave(user, caller.node);
     this.rooms.evictIfIdle(room);
   }
 
   async send(caller: Caller, room: string, user: string, id: string, text: string): Promise<SendRecord> {
     if (!this.accepting) throw new FractalError("unavailable", `node ${this.self} is stopping`);
-    return this.owned(room).send({ user, id, text });
+    return (await this.owned(room)).send({ user, id, text });
   }
 
   async history(caller: Caller, room: string, query: HistoryQuery): Promise<StoredMessage[]> {
-    return this.owned(room).history(query);
+    return (await this.owned(room)).history(query);
   }
 
   async typing(caller: Caller, room: string, user: string): Promise<void> {
-    this.owned(room).typing(user);
+    (await this.owned(room)).typing(user);
   }
 
   async info(caller: Caller, room: string): Promise<RoomInfo> {
-    const actor = this.owned(room);
+    const actor = (await this.owned(room));
     return { room, owner: this.self, seq: actor.head, members: actor.members() };
   }
 
   subscribe(caller: Caller, room: string, listener: RoomListener): void {
-    this.owned(room).subscribe(caller.node, listener);
+    this.checkOwner(room);
+    if (!this.durability.rebuilder.isGated(room)) return this.rooms.get(room).subscribe(caller.node, listener);
+    // A room being rebuilt answers its subscribers once it is complete (the head event comes then).
+    this.owned(room).then(
+      (actor) => actor.subscribe(caller.node, listener),
+      (err: unknown) => listener({ room, type: "refused", code: err instanceof FractalError ? err.code : "internal" }),
+    );
   }
 
   unsubscribe(caller: Caller, room: string): void {
@@ -64,13 +91,65 @@ export class LocalOwner implements OwnerApi, OwnerEvents {
     }
   }
 
-  private owned(room: string) {
+  /** The room's actor, once this node is sure it owns the room and the room's state is complete. */
+  private async owned(room: string) {
+    this.checkOwner(room);
+    try {
+      await this.durability.rebuilder.ready(room, this.rebuildWaitMs);
+    } catch (err) {
+      if (err instanceof RoomUnavailableError) throw new FractalError("unavailable", err.message);
+      throw err;
+    }
+    this.checkOwner(room);
+    return this.rooms.get(room);
+  }
+
+  private checkOwner(room: string): void {
     const owner = this.membership.ownerOf(room);
     if (owner !== this.self) {
       throw new FractalError("wrong_owner", `node ${this.self} does not own room ${room} at epoch ${this.membership.epoch}`, {
         epoch: this.membership.epoch,
       });
     }
-    return this.rooms.get(room);
+  }
+
+  /** Writes the room's (or every dirty room's) new messages to object storage now. */
+  async checkpoint(room?: string): Promise<{ rooms: number; messages: number; failed: number }> {
+    if (room === undefined) return this.durability.checkpointer.flush();
+    await this.owned(room);
+    return this.durability.checkpointer.flush([room]);
+  }
+
+  /**
+   * Point-in-time restore: rebuilds the room from its checkpoint chain up to `toSeq` (default: the chain's
+   * head), verifying checksums and contiguity, and cuts the chain there so later checkpoints continue from it.
+   * The room is closed to operations meanwhile; its subscribers are re-attached afterwards.
+   */
+  async restore(room: string, toSeq: number | undefined, onProgress?: (p: RestoreProgress) => void): Promise<RestoreResult> {
+    this.checkOwner(room);
+    const { rebuilder, chain, checkpointer } = this.durability;
+    return rebuilder.exclusive(room, async () => {
+      await this.rooms.commits.drained();
+      // Whatever SQLite has beyond the chain goes into the chain first, so any seq up to the local head can
+      // be restored (and nothing committed is lost when the operator restores to the latest state).
+      await checkpointer.flush([room]).catch(() => undefined);
+      const current = await chain.read(room);
+      if (current === undefined) throw new FractalError("not_found", `room ${room} has no checkpoint`);
+      const target = Math.min(toSeq ?? current.manifest.head, current.manifest.head);
+      const result = await restoreRoom(this.rooms.store, chain, room, current, { toSeq: target, replace: true, onProgress });
+      if (target < current.manifest.head) {
+        const straddle = current.manifest.segments.find((s) => s.from <= target && s.to > target);
+        const part = straddle === undefined ? [] : this.rooms.store.history(room, { after: straddle.from - 1, limit: target - straddle.from + 1 });
+        const cut = await chain.truncate(room, current, target, part, { node: this.self, epoch: this.membership.epoch });
+        this.rooms.store.setCheckpoint(room, { seq: cut.manifest.head, version: cut.version, at: Date.now() });
+      }
+      checkpointer.forget(room);
+      this.rooms.peek(room)?.reset();
+      return result;
+    });
+  }
+
+  checkpointStatus(rooms?: readonly string[]) {
+    return this.durability.checkpointer.status(rooms);
   }
 }

@@ -17,3 +17,4 @@ export { CheckpointChain, StaleOwnerError, type VersionedManifest, type ChainWri
 export { Checkpointer, type RoomCheckpointStatus, type CheckpointRoundResult } from "./checkpointer.js";
 export { restoreRoom, type RestoreProgress, type RestoreResult } from "./room-restore.js";
 export type { CheckpointRecord, RoomHeads } from "./room-store.js";
+export { RoomRebuilder, RoomUnavailableError, type RebuildProgress } from "./room-rebuilder.js";

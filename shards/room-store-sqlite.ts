@@ -10,7 +10,7 @@
  *   messages of one room), which `(room, seq)` primary keys make a range scan.
  */
 import Database from "better-sqlite3";
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync } from "node:fs";
 import { dirname } from "node:path";
 import {
   checkContiguous,
@@ -62,14 +62,25 @@ export class SqliteRoomStore implements RoomStore {
   private readonly appendTx: (messages: readonly StoredMessage[]) => void;
   private readonly deleteTx: (room: string) => void;
 
+  /** Set when the file was unreadable and was moved aside (its rooms are then rebuilt from checkpoints). */
+  readonly setAside: string | undefined;
+
   constructor(file: string) {
     if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
-    this.db = new Database(file);
-    this.db.pragma("journal_mode = WAL");
-    // FULL: the WAL is fsynced at every commit, so an acknowledged send survives power loss (invariant 3).
-    this.db.pragma("synchronous = FULL");
-    this.db.pragma("busy_timeout = 5000");
-    this.db.exec(SCHEMA);
+    let db: Database.Database;
+    try {
+      db = openDatabase(file);
+    } catch (err) {
+      if (file === ":memory:" || !isCorruption(err)) throw err;
+      // A corrupt file must not take the node down: keep it for inspection and start empty; the rebuild on
+      // start restores every room from object storage.
+      this.setAside = `${file}.corrupt-${Date.now()}`;
+      for (const suffix of ["", "-wal", "-shm"]) {
+        if (existsSync(file + suffix)) renameSync(file + suffix, this.setAside + suffix);
+      }
+      db = openDatabase(file);
+    }
+    this.db = db;
     this.stmt = {
       head: this.db.prepare<[string], { head: number }>("SELECT head FROM rooms WHERE room = ?"),
       setHead: this.db.prepare(
@@ -163,4 +174,25 @@ export class SqliteRoomStore implements RoomStore {
   close(): void {
     if (this.db.open) this.db.close();
   }
+}
+
+function openDatabase(file: string): Database.Database {
+  const db = new Database(file);
+  try {
+    db.pragma("journal_mode = WAL");
+    // FULL: the WAL is fsynced at every commit, so an acknowledged send survives power loss (invariant 3).
+    db.pragma("synchronous = FULL");
+    db.pragma("busy_timeout = 5000");
+    db.exec(SCHEMA);
+    db.prepare("SELECT count(*) FROM rooms").get();
+    return db;
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+}
+
+function isCorruption(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === "SQLITE_CORRUPT" || code === "SQLITE_NOTADB";
 }

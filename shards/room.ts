@@ -133,6 +133,18 @@ export class Room {
     this.listeners.delete(subscriber);
   }
 
+  /**
+   * The room's rows were replaced (point-in-time restore): seqs continue from the new head, and every
+   * subscriber is told to re-subscribe (it then gets the new head and re-reports its presence).
+   */
+  reset(): void {
+    this.assigned = this.store.head(this.id);
+    const listeners = [...this.listeners.values()];
+    this.listeners.clear();
+    this.presence.clear();
+    for (const listener of listeners) listener({ room: this.id, type: "refused", code: "unavailable" });
+  }
+
   /** True when nothing references the room any more and it may be evicted from memory. */
   get idle(): boolean {
     return this.listeners.size === 0 && this.presence.size === 0 && this.inflight.size === 0;

@@ -1,68 +1,128 @@
 /**
- * `fractal admin <command> --node URL`: operator commands against any running node, human output by default
- * and `--json` for scripts. Never prompts.
+ * `fractal admin <command> --node URL`: operator commands against any running node. Human output by
+ * default, `--json` for scripts; never prompts; exit code 0 on success, non-zero otherwise.
  */
-import type { Command } from "commander";
+import { Option, type Command } from "commander";
+import { SingleBar, Presets } from "cli-progress";
+import { adminJson, adminRequest, adminTarget, ndjson, table, type AdminTarget } from "./admin-client.js";
 
-interface AdminFlags {
+interface CommonFlags {
   node: string;
   json?: boolean;
-  name: string;
+  adminToken?: string;
 }
 
 export function adminCommand(program: Command): void {
   const admin = program.command("admin").description("operate a running cluster through any node");
-  admin
-    .command("status")
-    .description("cluster map, epoch and per-node readiness")
-    .option("--node <url>", "any node's HTTP URL", "http://127.0.0.1:8080")
-    .option("--json", "machine-readable output")
-    .option("--name <user>", "user name for the admin session", "admin")
+  const common = (cmd: Command) =>
+    cmd
+      .option("--node <url>", "any node's HTTP URL", "http://127.0.0.1:8080")
+      .option("--json", "machine-readable output")
+      .addOption(new Option("--admin-token <token>", "admin bearer token, if the nodes require one").env("FRACTAL_ADMIN_TOKEN"));
+
+  common(admin.command("status").description("nodes, epoch, clients, rooms and checkpoint lag"))
+    .option("--rooms", "per-room checkpoint status")
+    .option("--room <room>", "one room's checkpoint status")
     .action(status);
+  common(admin.command("checkpoint").description("checkpoint now: one room, or every room with new messages"))
+    .option("--room <room>", "only this room")
+    .action(checkpoint);
+  common(admin.command("restore").description("rebuild a room from object storage, optionally up to a seq"))
+    .requiredOption("--room <room>", "the room to restore")
+    .option("--to-seq <n>", "restore up to this seq (default: the newest checkpoint)")
+    .action(restore);
 }
 
-async function status(flags: AdminFlags): Promise<void> {
-  const base = flags.node.replace(/\/+$/, "");
-  const token = await session(base, flags.name);
-  const cluster = (await getJson(`${base}/api/cluster`, token)) as {
-    self: string;
-    epoch: number;
-    nodes: { id: string; grpc: string; http: string; region: string; state: string }[];
-  };
-  const nodes = await Promise.all(
-    cluster.nodes.map(async (n) => {
-      const url = n.http || (n.id === cluster.self ? base : "");
-      const ready = url === "" ? undefined : await fetch(`${url}/readyz`).then((r) => r.ok, () => false);
-      return { ...n, ready };
-    }),
-  );
-  if (flags.json) {
-    process.stdout.write(`${JSON.stringify({ self: cluster.self, epoch: cluster.epoch, nodes }, null, 2)}\n`);
-    return;
+interface NodeRow {
+  node: string;
+  state: string;
+  reachable: boolean;
+  error?: string;
+  http?: string;
+  region?: string;
+  clients?: number;
+  roomsOwned?: number;
+  dirtyRooms?: number;
+  lagMessages?: number;
+  lagSeconds?: number;
+  gated?: string[];
+  rooms?: { room: string; head: number; checkpointed: number; lagSeq: number; lagSeconds: number; lastCheckpointAt?: number }[];
+}
+
+async function status(flags: CommonFlags & { rooms?: boolean; room?: string }): Promise<void> {
+  const t = adminTarget(flags.node, flags.adminToken);
+  const q = new URLSearchParams();
+  if (flags.rooms) q.set("rooms", "1");
+  if (flags.room) q.set("room", flags.room);
+  const s = await adminJson<{ self: string; epoch: number; nodes: NodeRow[] }>(t, "GET", `/status?${q}`);
+  if (flags.json) return print(s);
+  let out = `cluster epoch ${s.epoch} (asked ${s.self})\n\n`;
+  const rows = [["NODE", "STATE", "UP", "CLIENTS", "ROOMS", "CKPT LAG (rooms/msgs/s)", "REBUILDING", "HTTP"]];
+  for (const n of s.nodes) {
+    rows.push(
+      n.reachable
+        ? [n.node, n.state, "yes", String(n.clients), String(n.roomsOwned), `${n.dirtyRooms}/${n.lagMessages}/${n.lagSeconds!.toFixed(1)}`, String(n.gated!.length), n.http ?? ""]
+        : [n.node, n.state, "NO", "-", "-", "-", "-", n.error ?? ""],
+    );
   }
-  process.stdout.write(`cluster epoch ${cluster.epoch} (asked ${cluster.self})\n`);
-  const rows = [["NODE", "STATE", "READY", "GRPC", "HTTP", "REGION"]];
-  for (const n of nodes) rows.push([n.id, n.state, n.ready === undefined ? "?" : n.ready ? "yes" : "no", n.grpc, n.http || "-", n.region]);
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  for (const r of rows) process.stdout.write(`${r.map((c, i) => c.padEnd(widths[i]!)).join("  ")}\n`);
+  out += table(rows);
+  const rooms = s.nodes.flatMap((n) => (n.rooms ?? []).map((r) => ({ ...r, node: n.node })));
+  if (rooms.length > 0) {
+    const rr = [["ROOM", "OWNER", "HEAD", "CHECKPOINTED", "LAG SEQ", "LAG S", "LAST CHECKPOINT"]];
+    for (const r of rooms) {
+      rr.push([r.room, r.node, String(r.head), String(r.checkpointed), String(r.lagSeq), r.lagSeconds.toFixed(1), r.lastCheckpointAt ? new Date(r.lastCheckpointAt).toISOString() : "never"]);
+    }
+    out += `\n${table(rr)}`;
+  }
+  for (const n of s.nodes) for (const g of n.gated ?? []) out += `${n.node}: ${g}\n`;
+  process.stdout.write(out);
+  if (s.nodes.some((n) => !n.reachable)) process.exitCode = 3;
 }
 
-async function session(base: string, name: string): Promise<string> {
-  const res = await fetch(`${base}/api/session`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ name }),
-  }).catch((err: unknown) => {
-    throw new Error(`cannot reach ${base}: ${(err as Error).message}`);
-  });
-  const body = (await res.json()) as { token?: string; error?: { code: string; message: string } };
-  if (!res.ok || body.token === undefined) throw new Error(`session refused: ${body.error?.message ?? res.status}`);
-  return body.token;
+async function checkpoint(flags: CommonFlags & { room?: string }): Promise<void> {
+  const t = adminTarget(flags.node, flags.adminToken);
+  const started = Date.now();
+  const r = await adminJson<{ rooms: number; messages: number; failed: number; nodes: number }>(t, "POST", "/checkpoint", flags.room ? { room: flags.room } : {});
+  if (flags.json) print({ ...r, ms: Date.now() - started });
+  else process.stdout.write(`checkpointed ${r.messages} messages in ${r.rooms} rooms on ${r.nodes} node(s) in ${Date.now() - started} ms${r.failed ? `; ${r.failed} rooms FAILED` : ""}\n`);
+  if (r.failed > 0) process.exitCode = 1;
 }
 
-async function getJson(url: string, token: string): Promise<unknown> {
-  const res = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
-  const body = (await res.json()) as { error?: { code: string; message: string } };
-  if (!res.ok) throw new Error(`${url}: ${body.error?.code ?? res.status} ${body.error?.message ?? ""}`);
-  return body;
+async function restore(flags: CommonFlags & { room: string; toSeq?: string }): Promise<void> {
+  const t: AdminTarget = adminTarget(flags.node, flags.adminToken);
+  let toSeq: number | undefined;
+  if (flags.toSeq !== undefined) {
+    toSeq = Number(flags.toSeq);
+    if (!Number.isInteger(toSeq) || toSeq < 0) throw new Error("--to-seq must be a whole number");
+  }
+  const res = await adminRequest(t, "POST", "/restore", { room: flags.room, ...(toSeq !== undefined ? { toSeq } : {}) });
+  const started = Date.now();
+  const bar = !flags.json && process.stderr.isTTY ? new SingleBar({ format: "restoring {room} [{bar}] {value}/{total} segments | {messages} messages | {duration}s", hideCursor: true }, Presets.shades_classic) : undefined;
+  let barStarted = false;
+  for await (const line of ndjson(res)) {
+    const l = line as { progress?: { segmentsDone: number; segmentsTotal: number; messages: number; target: number }; result?: unknown; error?: { code: string; message: string } };
+    if (l.progress) {
+      if (flags.json) print({ progress: l.progress });
+      else if (bar) {
+        if (!barStarted) bar.start(l.progress.segmentsTotal, 0, { room: flags.room, messages: 0 });
+        barStarted = true;
+        bar.update(l.progress.segmentsDone, { messages: l.progress.messages });
+      } else process.stderr.write(`segment ${l.progress.segmentsDone}/${l.progress.segmentsTotal}: ${l.progress.messages} messages\n`);
+    } else if (l.result) {
+      bar?.stop();
+      const r = l.result as { room: string; restored: number; head: number };
+      if (flags.json) print({ result: { ...r, ms: Date.now() - started } });
+      else process.stdout.write(`restored room ${r.room}: ${r.restored} messages, head is now ${r.head} (${Date.now() - started} ms)\n`);
+      return;
+    } else if (l.error) {
+      bar?.stop();
+      throw new Error(`${l.error.code}: ${l.error.message}`);
+    }
+  }
+  bar?.stop();
+  throw new Error("the node ended the restore without a result");
+}
+
+function print(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value)}\n`);
 }

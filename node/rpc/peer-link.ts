@@ -5,7 +5,8 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { PeerClient, type EventBatch, type SubscribeCommand } from "../../proto/gen/fractal.js";
-import type { HistoryQuery, RoomListener, SendRecord, StoredMessage } from "../../shards/index.js";
+import type { CheckpointRoundResult, HistoryQuery, RestoreProgress, RestoreResult, RoomListener, SendRecord, StoredMessage } from "../../shards/index.js";
+import type { AdminApi, NodeStatus, StatusQuery } from "../admin.js";
 import type { Logger } from "../log.js";
 import type { Caller, JoinResult, OwnerApi, OwnerEvents, RoomInfo } from "../room-api.js";
 import { MAX_PEER_MESSAGE_BYTES } from "./server.js";
@@ -13,6 +14,8 @@ import { fromServiceError } from "./status.js";
 import { fromWire } from "./wire.js";
 
 const RECONNECT_MIN_MS = 100;
+/** Checkpointing every dirty room of a node can take a while against a slow store. */
+const ADMIN_TIMEOUT_MS = 120_000;
 const RECONNECT_MAX_MS = 2000;
 
 type Unary<Req, Res> = (
@@ -22,7 +25,7 @@ type Unary<Req, Res> = (
   callback: (err: grpc.ServiceError | null, res: Res) => void,
 ) => grpc.ClientUnaryCall;
 
-export class PeerLink implements OwnerApi, OwnerEvents {
+export class PeerLink implements OwnerApi, OwnerEvents, AdminApi {
   private readonly client: PeerClient;
   private readonly rooms = new Map<string, RoomListener>();
   private stream: grpc.ClientDuplexStream<SubscribeCommand, EventBatch> | undefined;
@@ -79,8 +82,31 @@ export class PeerLink implements OwnerApi, OwnerEvents {
     return this.call(this.client.roomInfo, { caller, room });
   }
 
-  async ping(caller: Caller): Promise<{ node: string; epoch: number }> {
+  async ping(caller: Caller): Promise<{ node: string; epoch: number; http: string }> {
     return this.call(this.client.ping, { caller });
+  }
+
+  async checkpoint(caller: Caller, room: string | undefined): Promise<CheckpointRoundResult> {
+    return this.call(this.client.checkpoint, { caller, room: room ?? "" }, ADMIN_TIMEOUT_MS);
+  }
+
+  async nodeStatus(caller: Caller, query: StatusQuery): Promise<NodeStatus> {
+    const r = await this.call(this.client.nodeStatus, { caller, rooms: query.rooms, room: query.room ?? "" });
+    return { ...r, rooms: r.rooms.map((x) => ({ ...x, lastCheckpointAt: x.lastCheckpointAt === 0 ? undefined : x.lastCheckpointAt })) };
+  }
+
+  /** Streams the owner's progress; no deadline (a large room takes as long as it takes) but keepalives. */
+  restore(caller: Caller, room: string, toSeq: number | undefined, onProgress: (p: RestoreProgress) => void): Promise<RestoreResult> {
+    return new Promise((resolve, reject) => {
+      const stream = this.client.restore({ caller, room, toSeq: toSeq ?? 0 });
+      let result: RestoreResult | undefined;
+      stream.on("data", (p: { segmentsDone: number; segmentsTotal: number; messages: number; target: number; done: boolean; head: number }) => {
+        if (p.done) result = { room, restored: p.messages, head: p.head };
+        else onProgress({ room, segmentsDone: p.segmentsDone, segmentsTotal: p.segmentsTotal, messages: p.messages, target: p.target });
+      });
+      stream.on("error", (err: grpc.ServiceError) => reject(fromServiceError(err, this.peer)));
+      stream.on("end", () => (result ? resolve(result) : reject(fromServiceError({ code: grpc.status.UNAVAILABLE, details: "restore stream ended early" } as grpc.ServiceError, this.peer))));
+    });
   }
 
   subscribe(caller: Caller, room: string, listener: RoomListener): void {
@@ -107,9 +133,9 @@ export class PeerLink implements OwnerApi, OwnerEvents {
     this.client.close();
   }
 
-  private call<Req, Res>(method: Unary<Req, Res>, req: Req): Promise<Res> {
+  private call<Req, Res>(method: Unary<Req, Res>, req: Req, timeoutMs = this.timeoutMs): Promise<Res> {
     return new Promise((resolve, reject) => {
-      const deadline = Date.now() + this.timeoutMs;
+      const deadline = Date.now() + timeoutMs;
       method.call(this.client, req, new grpc.Metadata(), { deadline }, (err, res) => {
         if (err) reject(fromServiceError(err, this.peer));
         else resolve(res);

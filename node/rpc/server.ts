@@ -11,11 +11,15 @@ import type { Membership } from "../membership.js";
 import type { LocalOwner } from "../owner.js";
 import { checkRoomId, checkText, MAX_HISTORY_LIMIT, MAX_SEND_ID_LENGTH } from "../protocol.js";
 import type { Caller } from "../room-api.js";
+import type { AdminApi } from "../admin.js";
 import { toServiceError } from "./status.js";
 import { toWire } from "./wire.js";
 
 export interface PeerServerDeps {
   readonly owner: LocalOwner;
+  readonly admin: AdminApi;
+  /** This node's HTTP base URL (told to peers in Ping). */
+  readonly http: string;
   readonly membership: Membership;
   readonly log: Logger;
   readonly maxTextLength: number;
@@ -89,7 +93,33 @@ export function peerImplementation(deps: PeerServerDeps): PeerServer {
       return {};
     }),
     roomInfo: unary("roomInfo", async (req) => owner.info(caller(req.caller), checkRoomId(req.room))),
-    ping: unary("ping", async () => ({ node: membership.self, epoch: membership.epoch })),
+    ping: unary("ping", async () => ({ node: membership.self, epoch: membership.epoch, http: deps.http })),
+    checkpoint: unary("checkpoint", async (req) =>
+      deps.admin.checkpoint(caller(req.caller), req.room === "" ? undefined : checkRoomId(req.room)),
+    ),
+    nodeStatus: unary("nodeStatus", async (req) => {
+      const s = await deps.admin.nodeStatus(caller(req.caller), {
+        rooms: req.rooms,
+        ...(req.room === "" ? {} : { room: checkRoomId(req.room) }),
+      });
+      return {
+        ...s,
+        rooms: s.rooms.map((r) => ({ ...r, lastCheckpointAt: r.lastCheckpointAt ?? 0 })),
+      };
+    }),
+    restore: (call) => {
+      const req = call.request;
+      (async () => {
+        const result = await deps.admin.restore(caller(req.caller), checkRoomId(req.room), req.toSeq === 0 ? undefined : req.toSeq, (p) =>
+          call.write({ segmentsDone: p.segmentsDone, segmentsTotal: p.segmentsTotal, messages: p.messages, target: p.target, done: false, head: 0 }),
+        );
+        call.write({ segmentsDone: 0, segmentsTotal: 0, messages: result.restored, target: result.head, done: true, head: result.head });
+        call.end();
+      })().catch((err: unknown) => {
+        if (!(err instanceof FractalError) || err.code === "internal") log.error({ err }, "restore failed");
+        call.emit("error", toServiceError(err));
+      });
+    },
     subscribe: (stream) => serveSubscriptions(stream, deps, currentStream),
   };
 }

@@ -12,8 +12,10 @@ import {
   Client,
   type ClientDuplexStream,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
   type handleBidiStreamingCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -119,6 +121,78 @@ export interface PingRequest {
 export interface PingReply {
   node: string;
   epoch: number;
+  /** Base URL of the node's HTTP server. */
+  http: string;
+}
+
+export interface CheckpointRequest {
+  caller:
+    | Caller
+    | undefined;
+  /** The room to checkpoint; empty: every room of the serving node with new messages. */
+  room: string;
+}
+
+export interface CheckpointReply {
+  rooms: number;
+  messages: number;
+  failed: number;
+}
+
+export interface RestoreRequest {
+  caller: Caller | undefined;
+  room: string;
+  /** Restore up to this seq; 0: the newest checkpointed state. */
+  toSeq: number;
+}
+
+export interface RestoreProgress {
+  segmentsDone: number;
+  segmentsTotal: number;
+  /** Messages restored so far. */
+  messages: number;
+  /** The seq being restored to. */
+  target: number;
+  /** Set on the last frame: the restore finished and head is the room's new head. */
+  done: boolean;
+  head: number;
+}
+
+export interface NodeStatusRequest {
+  caller:
+    | Caller
+    | undefined;
+  /** Include per-room checkpoint status (every room the node stores). */
+  rooms: boolean;
+  /** Only this room (implies rooms). */
+  room: string;
+}
+
+export interface NodeStatusReply {
+  node: string;
+  http: string;
+  epoch: number;
+  clients: number;
+  roomsOwned: number;
+  /** Rooms with messages not yet checkpointed, how many messages, and the oldest one's age. */
+  dirtyRooms: number;
+  lagMessages: number;
+  lagSeconds: number;
+  rooms: RoomStatus[];
+  /** Rooms closed while being rebuilt, or failed ("room: reason"). */
+  gated: string[];
+  region: string;
+  uptimeSeconds: number;
+}
+
+export interface RoomStatus {
+  room: string;
+  head: number;
+  checkpointed: number;
+  lagSeq: number;
+  lagSeconds: number;
+  /** ms since the Unix epoch; 0: never. */
+  lastCheckpointAt: number;
 }
 
 /** A committed chat message. */
@@ -1400,7 +1474,7 @@ export const PingRequest: MessageFns<PingRequest> = {
 };
 
 function createBasePingReply(): PingReply {
-  return { node: "", epoch: 0 };
+  return { node: "", epoch: 0, http: "" };
 }
 
 export const PingReply: MessageFns<PingReply> = {
@@ -1410,6 +1484,9 @@ export const PingReply: MessageFns<PingReply> = {
     }
     if (message.epoch !== 0) {
       writer.uint32(16).uint64(message.epoch);
+    }
+    if (message.http !== "") {
+      writer.uint32(26).string(message.http);
     }
     return writer;
   },
@@ -1443,6 +1520,14 @@ export const PingReply: MessageFns<PingReply> = {
             message.epoch = longToNumber(reader.uint64());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.http = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1459,6 +1544,7 @@ export const PingReply: MessageFns<PingReply> = {
     return {
       node: isSet(object.node) ? globalThis.String(object.node) : "",
       epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
+      http: isSet(object.http) ? globalThis.String(object.http) : "",
     };
   },
 
@@ -1470,6 +1556,9 @@ export const PingReply: MessageFns<PingReply> = {
     if (message.epoch !== 0) {
       obj.epoch = Math.round(message.epoch);
     }
+    if (message.http !== "") {
+      obj.http = message.http;
+    }
     return obj;
   },
 
@@ -1480,6 +1569,1005 @@ export const PingReply: MessageFns<PingReply> = {
     const message = createBasePingReply();
     message.node = object.node ?? "";
     message.epoch = object.epoch ?? 0;
+    message.http = object.http ?? "";
+    return message;
+  },
+};
+
+function createBaseCheckpointRequest(): CheckpointRequest {
+  return { caller: undefined, room: "" };
+}
+
+export const CheckpointRequest: MessageFns<CheckpointRequest> = {
+  encode(message: CheckpointRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.caller !== undefined) {
+      Caller.encode(message.caller, writer.uint32(10).fork()).join();
+    }
+    if (message.room !== "") {
+      writer.uint32(18).string(message.room);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CheckpointRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCheckpointRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.caller = Caller.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.room = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CheckpointRequest {
+    return {
+      caller: isSet(object.caller) ? Caller.fromJSON(object.caller) : undefined,
+      room: isSet(object.room) ? globalThis.String(object.room) : "",
+    };
+  },
+
+  toJSON(message: CheckpointRequest): unknown {
+    const obj: any = {};
+    if (message.caller !== undefined) {
+      obj.caller = Caller.toJSON(message.caller);
+    }
+    if (message.room !== "") {
+      obj.room = message.room;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CheckpointRequest>, I>>(base?: I): CheckpointRequest {
+    return CheckpointRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CheckpointRequest>, I>>(object: I): CheckpointRequest {
+    const message = createBaseCheckpointRequest();
+    message.caller = (object.caller !== undefined && object.caller !== null)
+      ? Caller.fromPartial(object.caller)
+      : undefined;
+    message.room = object.room ?? "";
+    return message;
+  },
+};
+
+function createBaseCheckpointReply(): CheckpointReply {
+  return { rooms: 0, messages: 0, failed: 0 };
+}
+
+export const CheckpointReply: MessageFns<CheckpointReply> = {
+  encode(message: CheckpointReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.rooms !== 0) {
+      writer.uint32(8).uint32(message.rooms);
+    }
+    if (message.messages !== 0) {
+      writer.uint32(16).uint64(message.messages);
+    }
+    if (message.failed !== 0) {
+      writer.uint32(24).uint32(message.failed);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CheckpointReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCheckpointReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.rooms = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.messages = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.failed = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CheckpointReply {
+    return {
+      rooms: isSet(object.rooms) ? globalThis.Number(object.rooms) : 0,
+      messages: isSet(object.messages) ? globalThis.Number(object.messages) : 0,
+      failed: isSet(object.failed) ? globalThis.Number(object.failed) : 0,
+    };
+  },
+
+  toJSON(message: CheckpointReply): unknown {
+    const obj: any = {};
+    if (message.rooms !== 0) {
+      obj.rooms = Math.round(message.rooms);
+    }
+    if (message.messages !== 0) {
+      obj.messages = Math.round(message.messages);
+    }
+    if (message.failed !== 0) {
+      obj.failed = Math.round(message.failed);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CheckpointReply>, I>>(base?: I): CheckpointReply {
+    return CheckpointReply.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CheckpointReply>, I>>(object: I): CheckpointReply {
+    const message = createBaseCheckpointReply();
+    message.rooms = object.rooms ?? 0;
+    message.messages = object.messages ?? 0;
+    message.failed = object.failed ?? 0;
+    return message;
+  },
+};
+
+function createBaseRestoreRequest(): RestoreRequest {
+  return { caller: undefined, room: "", toSeq: 0 };
+}
+
+export const RestoreRequest: MessageFns<RestoreRequest> = {
+  encode(message: RestoreRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.caller !== undefined) {
+      Caller.encode(message.caller, writer.uint32(10).fork()).join();
+    }
+    if (message.room !== "") {
+      writer.uint32(18).string(message.room);
+    }
+    if (message.toSeq !== 0) {
+      writer.uint32(24).uint64(message.toSeq);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RestoreRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRestoreRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.caller = Caller.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.room = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.toSeq = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RestoreRequest {
+    return {
+      caller: isSet(object.caller) ? Caller.fromJSON(object.caller) : undefined,
+      room: isSet(object.room) ? globalThis.String(object.room) : "",
+      toSeq: isSet(object.toSeq)
+        ? globalThis.Number(object.toSeq)
+        : isSet(object.to_seq)
+        ? globalThis.Number(object.to_seq)
+        : 0,
+    };
+  },
+
+  toJSON(message: RestoreRequest): unknown {
+    const obj: any = {};
+    if (message.caller !== undefined) {
+      obj.caller = Caller.toJSON(message.caller);
+    }
+    if (message.room !== "") {
+      obj.room = message.room;
+    }
+    if (message.toSeq !== 0) {
+      obj.toSeq = Math.round(message.toSeq);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RestoreRequest>, I>>(base?: I): RestoreRequest {
+    return RestoreRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RestoreRequest>, I>>(object: I): RestoreRequest {
+    const message = createBaseRestoreRequest();
+    message.caller = (object.caller !== undefined && object.caller !== null)
+      ? Caller.fromPartial(object.caller)
+      : undefined;
+    message.room = object.room ?? "";
+    message.toSeq = object.toSeq ?? 0;
+    return message;
+  },
+};
+
+function createBaseRestoreProgress(): RestoreProgress {
+  return { segmentsDone: 0, segmentsTotal: 0, messages: 0, target: 0, done: false, head: 0 };
+}
+
+export const RestoreProgress: MessageFns<RestoreProgress> = {
+  encode(message: RestoreProgress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.segmentsDone !== 0) {
+      writer.uint32(8).uint32(message.segmentsDone);
+    }
+    if (message.segmentsTotal !== 0) {
+      writer.uint32(16).uint32(message.segmentsTotal);
+    }
+    if (message.messages !== 0) {
+      writer.uint32(24).uint64(message.messages);
+    }
+    if (message.target !== 0) {
+      writer.uint32(32).uint64(message.target);
+    }
+    if (message.done !== false) {
+      writer.uint32(40).bool(message.done);
+    }
+    if (message.head !== 0) {
+      writer.uint32(48).uint64(message.head);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RestoreProgress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRestoreProgress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.segmentsDone = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.segmentsTotal = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.messages = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.target = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.done = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.head = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RestoreProgress {
+    return {
+      segmentsDone: isSet(object.segmentsDone)
+        ? globalThis.Number(object.segmentsDone)
+        : isSet(object.segments_done)
+        ? globalThis.Number(object.segments_done)
+        : 0,
+      segmentsTotal: isSet(object.segmentsTotal)
+        ? globalThis.Number(object.segmentsTotal)
+        : isSet(object.segments_total)
+        ? globalThis.Number(object.segments_total)
+        : 0,
+      messages: isSet(object.messages) ? globalThis.Number(object.messages) : 0,
+      target: isSet(object.target) ? globalThis.Number(object.target) : 0,
+      done: isSet(object.done) ? globalThis.Boolean(object.done) : false,
+      head: isSet(object.head) ? globalThis.Number(object.head) : 0,
+    };
+  },
+
+  toJSON(message: RestoreProgress): unknown {
+    const obj: any = {};
+    if (message.segmentsDone !== 0) {
+      obj.segmentsDone = Math.round(message.segmentsDone);
+    }
+    if (message.segmentsTotal !== 0) {
+      obj.segmentsTotal = Math.round(message.segmentsTotal);
+    }
+    if (message.messages !== 0) {
+      obj.messages = Math.round(message.messages);
+    }
+    if (message.target !== 0) {
+      obj.target = Math.round(message.target);
+    }
+    if (message.done !== false) {
+      obj.done = message.done;
+    }
+    if (message.head !== 0) {
+      obj.head = Math.round(message.head);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RestoreProgress>, I>>(base?: I): RestoreProgress {
+    return RestoreProgress.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RestoreProgress>, I>>(object: I): RestoreProgress {
+    const message = createBaseRestoreProgress();
+    message.segmentsDone = object.segmentsDone ?? 0;
+    message.segmentsTotal = object.segmentsTotal ?? 0;
+    message.messages = object.messages ?? 0;
+    message.target = object.target ?? 0;
+    message.done = object.done ?? false;
+    message.head = object.head ?? 0;
+    return message;
+  },
+};
+
+function createBaseNodeStatusRequest(): NodeStatusRequest {
+  return { caller: undefined, rooms: false, room: "" };
+}
+
+export const NodeStatusRequest: MessageFns<NodeStatusRequest> = {
+  encode(message: NodeStatusRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.caller !== undefined) {
+      Caller.encode(message.caller, writer.uint32(10).fork()).join();
+    }
+    if (message.rooms !== false) {
+      writer.uint32(16).bool(message.rooms);
+    }
+    if (message.room !== "") {
+      writer.uint32(26).string(message.room);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeStatusRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeStatusRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.caller = Caller.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.rooms = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.room = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeStatusRequest {
+    return {
+      caller: isSet(object.caller) ? Caller.fromJSON(object.caller) : undefined,
+      rooms: isSet(object.rooms) ? globalThis.Boolean(object.rooms) : false,
+      room: isSet(object.room) ? globalThis.String(object.room) : "",
+    };
+  },
+
+  toJSON(message: NodeStatusRequest): unknown {
+    const obj: any = {};
+    if (message.caller !== undefined) {
+      obj.caller = Caller.toJSON(message.caller);
+    }
+    if (message.rooms !== false) {
+      obj.rooms = message.rooms;
+    }
+    if (message.room !== "") {
+      obj.room = message.room;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeStatusRequest>, I>>(base?: I): NodeStatusRequest {
+    return NodeStatusRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeStatusRequest>, I>>(object: I): NodeStatusRequest {
+    const message = createBaseNodeStatusRequest();
+    message.caller = (object.caller !== undefined && object.caller !== null)
+      ? Caller.fromPartial(object.caller)
+      : undefined;
+    message.rooms = object.rooms ?? false;
+    message.room = object.room ?? "";
+    return message;
+  },
+};
+
+function createBaseNodeStatusReply(): NodeStatusReply {
+  return {
+    node: "",
+    http: "",
+    epoch: 0,
+    clients: 0,
+    roomsOwned: 0,
+    dirtyRooms: 0,
+    lagMessages: 0,
+    lagSeconds: 0,
+    rooms: [],
+    gated: [],
+    region: "",
+    uptimeSeconds: 0,
+  };
+}
+
+export const NodeStatusReply: MessageFns<NodeStatusReply> = {
+  encode(message: NodeStatusReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.node !== "") {
+      writer.uint32(10).string(message.node);
+    }
+    if (message.http !== "") {
+      writer.uint32(18).string(message.http);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(24).uint64(message.epoch);
+    }
+    if (message.clients !== 0) {
+      writer.uint32(32).uint32(message.clients);
+    }
+    if (message.roomsOwned !== 0) {
+      writer.uint32(40).uint32(message.roomsOwned);
+    }
+    if (message.dirtyRooms !== 0) {
+      writer.uint32(48).uint32(message.dirtyRooms);
+    }
+    if (message.lagMessages !== 0) {
+      writer.uint32(56).uint64(message.lagMessages);
+    }
+    if (message.lagSeconds !== 0) {
+      writer.uint32(65).double(message.lagSeconds);
+    }
+    for (const v of message.rooms) {
+      RoomStatus.encode(v!, writer.uint32(74).fork()).join();
+    }
+    for (const v of message.gated) {
+      writer.uint32(82).string(v!);
+    }
+    if (message.region !== "") {
+      writer.uint32(90).string(message.region);
+    }
+    if (message.uptimeSeconds !== 0) {
+      writer.uint32(97).double(message.uptimeSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeStatusReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeStatusReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.node = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.http = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.clients = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.roomsOwned = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.dirtyRooms = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.lagMessages = longToNumber(reader.uint64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 65) {
+              break;
+            }
+
+            message.lagSeconds = reader.double();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.rooms.push(RoomStatus.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.gated.push(reader.string());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.region = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 97) {
+              break;
+            }
+
+            message.uptimeSeconds = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeStatusReply {
+    return {
+      node: isSet(object.node) ? globalThis.String(object.node) : "",
+      http: isSet(object.http) ? globalThis.String(object.http) : "",
+      epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
+      clients: isSet(object.clients) ? globalThis.Number(object.clients) : 0,
+      roomsOwned: isSet(object.roomsOwned)
+        ? globalThis.Number(object.roomsOwned)
+        : isSet(object.rooms_owned)
+        ? globalThis.Number(object.rooms_owned)
+        : 0,
+      dirtyRooms: isSet(object.dirtyRooms)
+        ? globalThis.Number(object.dirtyRooms)
+        : isSet(object.dirty_rooms)
+        ? globalThis.Number(object.dirty_rooms)
+        : 0,
+      lagMessages: isSet(object.lagMessages)
+        ? globalThis.Number(object.lagMessages)
+        : isSet(object.lag_messages)
+        ? globalThis.Number(object.lag_messages)
+        : 0,
+      lagSeconds: isSet(object.lagSeconds)
+        ? globalThis.Number(object.lagSeconds)
+        : isSet(object.lag_seconds)
+        ? globalThis.Number(object.lag_seconds)
+        : 0,
+      rooms: globalThis.Array.isArray(object?.rooms)
+        ? object.rooms.map((e: any) => RoomStatus.fromJSON(e))
+        : [],
+      gated: globalThis.Array.isArray(object?.gated)
+        ? object.gated.map((e: any) => globalThis.String(e))
+        : [],
+      region: isSet(object.region) ? globalThis.String(object.region) : "",
+      uptimeSeconds: isSet(object.uptimeSeconds)
+        ? globalThis.Number(object.uptimeSeconds)
+        : isSet(object.uptime_seconds)
+        ? globalThis.Number(object.uptime_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: NodeStatusReply): unknown {
+    const obj: any = {};
+    if (message.node !== "") {
+      obj.node = message.node;
+    }
+    if (message.http !== "") {
+      obj.http = message.http;
+    }
+    if (message.epoch !== 0) {
+      obj.epoch = Math.round(message.epoch);
+    }
+    if (message.clients !== 0) {
+      obj.clients = Math.round(message.clients);
+    }
+    if (message.roomsOwned !== 0) {
+      obj.roomsOwned = Math.round(message.roomsOwned);
+    }
+    if (message.dirtyRooms !== 0) {
+      obj.dirtyRooms = Math.round(message.dirtyRooms);
+    }
+    if (message.lagMessages !== 0) {
+      obj.lagMessages = Math.round(message.lagMessages);
+    }
+    if (message.lagSeconds !== 0) {
+      obj.lagSeconds = floatToJson(message.lagSeconds);
+    }
+    if (message.rooms?.length) {
+      obj.rooms = message.rooms.map((e) => RoomStatus.toJSON(e));
+    }
+    if (message.gated?.length) {
+      obj.gated = message.gated;
+    }
+    if (message.region !== "") {
+      obj.region = message.region;
+    }
+    if (message.uptimeSeconds !== 0) {
+      obj.uptimeSeconds = floatToJson(message.uptimeSeconds);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeStatusReply>, I>>(base?: I): NodeStatusReply {
+    return NodeStatusReply.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeStatusReply>, I>>(object: I): NodeStatusReply {
+    const message = createBaseNodeStatusReply();
+    message.node = object.node ?? "";
+    message.http = object.http ?? "";
+    message.epoch = object.epoch ?? 0;
+    message.clients = object.clients ?? 0;
+    message.roomsOwned = object.roomsOwned ?? 0;
+    message.dirtyRooms = object.dirtyRooms ?? 0;
+    message.lagMessages = object.lagMessages ?? 0;
+    message.lagSeconds = object.lagSeconds ?? 0;
+    message.rooms = object.rooms?.map((e) => RoomStatus.fromPartial(e)) || [];
+    message.gated = object.gated?.map((e) => e) || [];
+    message.region = object.region ?? "";
+    message.uptimeSeconds = object.uptimeSeconds ?? 0;
+    return message;
+  },
+};
+
+function createBaseRoomStatus(): RoomStatus {
+  return { room: "", head: 0, checkpointed: 0, lagSeq: 0, lagSeconds: 0, lastCheckpointAt: 0 };
+}
+
+export const RoomStatus: MessageFns<RoomStatus> = {
+  encode(message: RoomStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.room !== "") {
+      writer.uint32(10).string(message.room);
+    }
+    if (message.head !== 0) {
+      writer.uint32(16).uint64(message.head);
+    }
+    if (message.checkpointed !== 0) {
+      writer.uint32(24).uint64(message.checkpointed);
+    }
+    if (message.lagSeq !== 0) {
+      writer.uint32(32).uint64(message.lagSeq);
+    }
+    if (message.lagSeconds !== 0) {
+      writer.uint32(41).double(message.lagSeconds);
+    }
+    if (message.lastCheckpointAt !== 0) {
+      writer.uint32(48).uint64(message.lastCheckpointAt);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RoomStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRoomStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.room = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.head = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.checkpointed = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.lagSeq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.lagSeconds = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.lastCheckpointAt = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RoomStatus {
+    return {
+      room: isSet(object.room) ? globalThis.String(object.room) : "",
+      head: isSet(object.head) ? globalThis.Number(object.head) : 0,
+      checkpointed: isSet(object.checkpointed) ? globalThis.Number(object.checkpointed) : 0,
+      lagSeq: isSet(object.lagSeq)
+        ? globalThis.Number(object.lagSeq)
+        : isSet(object.lag_seq)
+        ? globalThis.Number(object.lag_seq)
+        : 0,
+      lagSeconds: isSet(object.lagSeconds)
+        ? globalThis.Number(object.lagSeconds)
+        : isSet(object.lag_seconds)
+        ? globalThis.Number(object.lag_seconds)
+        : 0,
+      lastCheckpointAt: isSet(object.lastCheckpointAt)
+        ? globalThis.Number(object.lastCheckpointAt)
+        : isSet(object.last_checkpoint_at)
+        ? globalThis.Number(object.last_checkpoint_at)
+        : 0,
+    };
+  },
+
+  toJSON(message: RoomStatus): unknown {
+    const obj: any = {};
+    if (message.room !== "") {
+      obj.room = message.room;
+    }
+    if (message.head !== 0) {
+      obj.head = Math.round(message.head);
+    }
+    if (message.checkpointed !== 0) {
+      obj.checkpointed = Math.round(message.checkpointed);
+    }
+    if (message.lagSeq !== 0) {
+      obj.lagSeq = Math.round(message.lagSeq);
+    }
+    if (message.lagSeconds !== 0) {
+      obj.lagSeconds = floatToJson(message.lagSeconds);
+    }
+    if (message.lastCheckpointAt !== 0) {
+      obj.lastCheckpointAt = Math.round(message.lastCheckpointAt);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RoomStatus>, I>>(base?: I): RoomStatus {
+    return RoomStatus.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RoomStatus>, I>>(object: I): RoomStatus {
+    const message = createBaseRoomStatus();
+    message.room = object.room ?? "";
+    message.head = object.head ?? 0;
+    message.checkpointed = object.checkpointed ?? 0;
+    message.lagSeq = object.lagSeq ?? 0;
+    message.lagSeconds = object.lagSeconds ?? 0;
+    message.lastCheckpointAt = object.lastCheckpointAt ?? 0;
     return message;
   },
 };
@@ -2133,6 +3221,39 @@ export const PeerService = {
     responseSerialize: (value: PingReply): Buffer => Buffer.from(PingReply.encode(value).finish()),
     responseDeserialize: (value: Buffer): PingReply => PingReply.decode(value),
   },
+  /**
+   * Operator commands (fractal admin), forwarded to the node that owns the room or sent to every node.
+   * Writes the room's (or, with no room, every dirty room's) new messages to object storage now.
+   */
+  checkpoint: {
+    path: "/fractal.v1.Peer/Checkpoint" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CheckpointRequest): Buffer => Buffer.from(CheckpointRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CheckpointRequest => CheckpointRequest.decode(value),
+    responseSerialize: (value: CheckpointReply): Buffer => Buffer.from(CheckpointReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CheckpointReply => CheckpointReply.decode(value),
+  },
+  /** Rebuilds a room from its checkpoint chain up to a seq, streaming progress; the last frame has done set. */
+  restore: {
+    path: "/fractal.v1.Peer/Restore" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: RestoreRequest): Buffer => Buffer.from(RestoreRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RestoreRequest => RestoreRequest.decode(value),
+    responseSerialize: (value: RestoreProgress): Buffer => Buffer.from(RestoreProgress.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RestoreProgress => RestoreProgress.decode(value),
+  },
+  /** The serving node's state: clients, rooms, checkpoint lag, rooms being rebuilt. */
+  nodeStatus: {
+    path: "/fractal.v1.Peer/NodeStatus" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: NodeStatusRequest): Buffer => Buffer.from(NodeStatusRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): NodeStatusRequest => NodeStatusRequest.decode(value),
+    responseSerialize: (value: NodeStatusReply): Buffer => Buffer.from(NodeStatusReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): NodeStatusReply => NodeStatusReply.decode(value),
+  },
 } as const;
 
 export interface PeerServer extends UntypedServiceImplementation {
@@ -2155,6 +3276,15 @@ export interface PeerServer extends UntypedServiceImplementation {
   subscribe: handleBidiStreamingCall<SubscribeCommand, EventBatch>;
   /** Liveness and identity of the serving node. */
   ping: handleUnaryCall<PingRequest, PingReply>;
+  /**
+   * Operator commands (fractal admin), forwarded to the node that owns the room or sent to every node.
+   * Writes the room's (or, with no room, every dirty room's) new messages to object storage now.
+   */
+  checkpoint: handleUnaryCall<CheckpointRequest, CheckpointReply>;
+  /** Rebuilds a room from its checkpoint chain up to a seq, streaming progress; the last frame has done set. */
+  restore: handleServerStreamingCall<RestoreRequest, RestoreProgress>;
+  /** The serving node's state: clients, rooms, checkpoint lag, rooms being rebuilt. */
+  nodeStatus: handleUnaryCall<NodeStatusRequest, NodeStatusReply>;
 }
 
 export interface PeerClient extends Client {
@@ -2262,6 +3392,48 @@ export interface PeerClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: PingReply) => void,
   ): ClientUnaryCall;
+  /**
+   * Operator commands (fractal admin), forwarded to the node that owns the room or sent to every node.
+   * Writes the room's (or, with no room, every dirty room's) new messages to object storage now.
+   */
+  checkpoint(
+    request: CheckpointRequest,
+    callback: (error: ServiceError | null, response: CheckpointReply) => void,
+  ): ClientUnaryCall;
+  checkpoint(
+    request: CheckpointRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CheckpointReply) => void,
+  ): ClientUnaryCall;
+  checkpoint(
+    request: CheckpointRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CheckpointReply) => void,
+  ): ClientUnaryCall;
+  /** Rebuilds a room from its checkpoint chain up to a seq, streaming progress; the last frame has done set. */
+  restore(request: RestoreRequest, options?: Partial<CallOptions>): ClientReadableStream<RestoreProgress>;
+  restore(
+    request: RestoreRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<RestoreProgress>;
+  /** The serving node's state: clients, rooms, checkpoint lag, rooms being rebuilt. */
+  nodeStatus(
+    request: NodeStatusRequest,
+    callback: (error: ServiceError | null, response: NodeStatusReply) => void,
+  ): ClientUnaryCall;
+  nodeStatus(
+    request: NodeStatusRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: NodeStatusReply) => void,
+  ): ClientUnaryCall;
+  nodeStatus(
+    request: NodeStatusRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: NodeStatusReply) => void,
+  ): ClientUnaryCall;
 }
 
 export const PeerClient = makeGenericClientConstructor(PeerService, "fractal.v1.Peer") as unknown as {
@@ -2269,6 +3441,10 @@ export const PeerClient = makeGenericClientConstructor(PeerService, "fractal.v1.
   service: typeof PeerService;
   serviceName: string;
 };
+
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 

@@ -86,7 +86,7 @@ describe("checkpoint chain", () => {
     const v = await chain.append("r", undefined, messages("r", 1, 50), writer);
     const file = join(dir, ...v.manifest.segments[0]!.key.split("/"));
     const bytes = readFileSync(file);
-    bytes[bytes.length - 5] ^= 0xff;
+    bytes[bytes.length - 5] = (bytes[bytes.length - 5] ?? 0) ^ 0xff;
     writeFileSync(file, bytes);
     const target = new MemoryRoomStore();
     let err: unknown;

@@ -8,9 +8,25 @@ import { pino } from "pino";
 import { Membership } from "../../node/membership.js";
 import { LocalOwner } from "../../node/owner.js";
 import { Router, type Peers } from "../../node/router.js";
-import { MemoryRoomStore, OwnedRooms, type ClusterMap, type RoomEvent } from "../../shards/index.js";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  CheckpointChain,
+  Checkpointer,
+  DirectoryObjectStore,
+  MemoryRoomStore,
+  OwnedRooms,
+  RoomRebuilder,
+  type ClusterMap,
+  type RoomEvent,
+} from "../../shards/index.js";
 
 const log = pino({ level: "silent" });
+const objectDirs: string[] = [];
+after(() => {
+  for (const d of objectDirs) rmSync(d, { recursive: true, force: true });
+});
 
 function mapOf(ids: string[], epoch: number): ClusterMap {
   return { epoch, nodes: ids.map((id) => ({ id, grpc: `mem:${id}`, http: "", region: "local", state: "active" as const })) };
@@ -34,10 +50,15 @@ function cluster(ids: string[], initial: ClusterMap, latest: () => ClusterMap = 
       return node.owner;
     },
   };
+  const objectDir = mkdtempSync(join(tmpdir(), "fractal-inproc-"));
+  objectDirs.push(objectDir);
+  const chain = new CheckpointChain(new DirectoryObjectStore(objectDir), 0);
   for (const id of ids) {
     const membership = new Membership(id, initial, async () => latest());
     const store = new MemoryRoomStore();
-    const owner = new LocalOwner(id, membership, new OwnedRooms(store));
+    const checkpointer = new Checkpointer({ store, chain, node: id, epoch: () => membership.epoch, intervalMs: 1000 });
+    const durability = { rebuilder: new RoomRebuilder(store, chain), chain, checkpointer };
+    const owner = new LocalOwner(id, membership, new OwnedRooms(store, (m) => checkpointer.committed(m)), durability);
     nodes.set(id, { id, membership, store, owner, router: new Router(id, membership, owner, peers, log) });
   }
   return nodes;

@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MemoryRoomStore, SqliteRoomStore } from "../../shards/index.js";
@@ -38,6 +38,21 @@ describe("SqliteRoomStore", () => {
       .join(" ");
     expect(plan).to.match(/SEARCH messages USING PRIMARY KEY \(room=\? AND seq>\? AND seq<\?\)/);
     expect(store.history("c", { before: 20_001, limit: 3 }).map((m) => m.seq)).to.deep.equal([19_998, 19_999, 20_000]);
+    store.close();
+  });
+});
+
+describe("SqliteRoomStore on a corrupt file", () => {
+  it("sets the file aside and starts empty instead of crashing", () => {
+    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
+    dirs.push(dir);
+    const file = join(dir, "rooms.db");
+    writeFileSync(file, Buffer.alloc(8192, 0x42));
+    const store = new SqliteRoomStore(file);
+    expect(store.setAside).to.match(/rooms\.db\.corrupt-\d+$/);
+    expect(existsSync(store.setAside!)).to.equal(true);
+    expect(store.head("r")).to.equal(0);
+    store.append([{ room: "r", seq: 1, id: "a", user: "u", text: "t", ts: 1 }]);
     store.close();
   });
 });

@@ -1,0 +1,61 @@
+/**
+ * HTTP side of `fractal admin`: `/api/admin/*` on every node.
+ *
+ * Access: with `--admin-token` set, requests must carry `Authorization: Bearer <admin token>`; without it,
+ * only requests from loopback are served (a local cluster's operator), and everything else is `forbidden`.
+ * Restore streams its progress as NDJSON lines (`{"progress": ...}` then `{"result": ...}` or `{"error": ...}`).
+ */
+import express, { type Request, type Response } from "express";
+import { timingSafeEqual } from "node:crypto";
+import { FractalError, toFractalError } from "../shards/index.js";
+import type { ClusterAdmin } from "./admin.js";
+import { checkRoomId } from "./protocol.js";
+
+export function createAdminApi(admin: ClusterAdmin, adminToken: string | undefined): express.Router {
+  const router = express.Router();
+  router.use((req, _res, next) => {
+    authorize(req, adminToken);
+    next();
+  });
+
+  router.get("/status", async (req, res) => {
+    const room = typeof req.query.room === "string" && req.query.room !== "" ? checkRoomId(req.query.room) : undefined;
+    res.json(await admin.status({ rooms: req.query.rooms === "1" || req.query.rooms === "true", room }));
+  });
+
+  router.post("/checkpoint", async (req, res) => {
+    const room = (req.body as { room?: unknown } | undefined)?.room;
+    res.json(await admin.checkpoint(room === undefined || room === null ? undefined : checkRoomId(room)));
+  });
+
+  router.post("/restore", async (req: Request, res: Response) => {
+    const body = (req.body ?? {}) as { room?: unknown; toSeq?: unknown };
+    const room = checkRoomId(body.room);
+    if (body.toSeq !== undefined && (typeof body.toSeq !== "number" || !Number.isInteger(body.toSeq) || body.toSeq < 0)) {
+      throw new FractalError("bad_request", "toSeq must be a whole number");
+    }
+    res.status(200).type("application/x-ndjson");
+    const line = (o: unknown) => res.write(`${JSON.stringify(o)}\n`);
+    try {
+      const result = await admin.restore(room, body.toSeq as number | undefined, (progress) => line({ progress }));
+      line({ result });
+    } catch (err) {
+      const e = toFractalError(err);
+      line({ error: { code: e.clientCode, message: e.message } });
+    }
+    res.end();
+  });
+  return router;
+}
+
+function authorize(req: Request, adminToken: string | undefined): void {
+  if (adminToken !== undefined) {
+    const given = Buffer.from(/^Bearer\s+(\S+)$/i.exec(req.get("authorization") ?? "")?.[1] ?? "");
+    const expected = Buffer.from(adminToken);
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new FractalError("unauthorized", "admin token required");
+    return;
+  }
+  const address = req.socket.remoteAddress ?? "";
+  const loopback = address === "::1" || /^(::ffff:)?127\./.test(address);
+  if (!loopback) throw new FractalError("forbidden", "admin API is served to loopback only unless --admin-token is set");
+}

@@ -1,0 +1,133 @@
+/**
+ * Operator commands behind `fractal admin`: checkpoint, restore and status. LocalAdmin serves them on this
+ * node (for peers over gRPC, and in-process); ClusterAdmin runs them across the cluster from whichever node
+ * the operator asked, routing room commands to the room's owner.
+ */
+import { FractalError, type CheckpointRoundResult, type RestoreProgress, type RestoreResult, type RoomCheckpointStatus } from "../shards/index.js";
+import type { Membership } from "./membership.js";
+import type { LocalOwner } from "./owner.js";
+import type { Caller } from "./room-api.js";
+
+export interface NodeStatus {
+  readonly node: string;
+  readonly http: string;
+  readonly region: string;
+  readonly epoch: number;
+  readonly clients: number;
+  readonly roomsOwned: number;
+  readonly dirtyRooms: number;
+  readonly lagMessages: number;
+  readonly lagSeconds: number;
+  readonly rooms: RoomCheckpointStatus[];
+  readonly gated: string[];
+  readonly uptimeSeconds: number;
+}
+
+export interface StatusQuery {
+  readonly rooms: boolean;
+  readonly room?: string | undefined;
+}
+
+/** Contract: room commands must reach the room's owner (wrong_owner otherwise); node commands any node. */
+export interface AdminApi {
+  checkpoint(caller: Caller, room: string | undefined): Promise<CheckpointRoundResult>;
+  restore(caller: Caller, room: string, toSeq: number | undefined, onProgress: (p: RestoreProgress) => void): Promise<RestoreResult>;
+  nodeStatus(caller: Caller, query: StatusQuery): Promise<NodeStatus>;
+}
+
+export interface LocalAdminDeps {
+  readonly owner: LocalOwner;
+  readonly membership: Membership;
+  readonly region: string;
+  readonly http: string;
+  readonly clients: () => number;
+  readonly gated: () => string[];
+  readonly checkpointLag: () => { rooms: number; seq: number; seconds: number };
+  readonly roomsOwned: () => number;
+}
+
+export class LocalAdmin implements AdminApi {
+  private readonly started = Date.now();
+
+  constructor(private readonly deps: LocalAdminDeps) {}
+
+  checkpoint(_caller: Caller, room: string | undefined): Promise<CheckpointRoundResult> {
+    return this.deps.owner.checkpoint(room);
+  }
+
+  restore(_caller: Caller, room: string, toSeq: number | undefined, onProgress: (p: RestoreProgress) => void): Promise<RestoreResult> {
+    return this.deps.owner.restore(room, toSeq, onProgress);
+  }
+
+  async nodeStatus(_caller: Caller, query: StatusQuery): Promise<NodeStatus> {
+    const lag = this.deps.checkpointLag();
+    const rooms = query.room !== undefined ? this.deps.owner.checkpointStatus([query.room]) : query.rooms ? this.deps.owner.checkpointStatus() : [];
+    return {
+      node: this.deps.membership.self,
+      http: this.deps.http,
+      region: this.deps.region,
+      epoch: this.deps.membership.epoch,
+      clients: this.deps.clients(),
+      roomsOwned: this.deps.roomsOwned(),
+      dirtyRooms: lag.rooms,
+      lagMessages: lag.seq,
+      lagSeconds: lag.seconds,
+      rooms,
+      gated: this.deps.gated(),
+      uptimeSeconds: (Date.now() - this.started) / 1000,
+    };
+  }
+}
+
+export class ClusterAdmin {
+  constructor(
+    private readonly membership: Membership,
+    private readonly local: AdminApi,
+    private readonly peers: { get(node: string): AdminApi },
+  ) {}
+
+  async status(query: StatusQuery) {
+    const map = this.membership.map;
+    const nodes = await Promise.all(
+      map.nodes.map(async (n) => {
+        try {
+          const s = await this.apiOf(n.id).nodeStatus(this.caller(), query);
+          return { ...s, state: n.state, reachable: true as const };
+        } catch (err) {
+          return { node: n.id, state: n.state, reachable: false as const, error: (err as Error).message };
+        }
+      }),
+    );
+    return { self: this.membership.self, epoch: map.epoch, nodes };
+  }
+
+  async checkpoint(room: string | undefined): Promise<CheckpointRoundResult & { nodes: number }> {
+    if (room !== undefined) return { ...(await this.apiOf(this.ownerOf(room)).checkpoint(this.caller(), room)), nodes: 1 };
+    const results = await Promise.all(this.membership.ring.nodeIds.map((id) => this.apiOf(id).checkpoint(this.caller(), undefined)));
+    const total = { rooms: 0, messages: 0, failed: 0, nodes: results.length };
+    for (const r of results) {
+      total.rooms += r.rooms;
+      total.messages += r.messages;
+      total.failed += r.failed;
+    }
+    return total;
+  }
+
+  restore(room: string, toSeq: number | undefined, onProgress: (p: RestoreProgress) => void): Promise<RestoreResult> {
+    return this.apiOf(this.ownerOf(room)).restore(this.caller(), room, toSeq, onProgress);
+  }
+
+  private ownerOf(room: string): string {
+    const owner = this.membership.ownerOf(room);
+    if (owner === undefined) throw new FractalError("unavailable", "no node can own rooms right now");
+    return owner;
+  }
+
+  private apiOf(node: string): AdminApi {
+    return node === this.membership.self ? this.local : this.peers.get(node);
+  }
+
+  private caller(): Caller {
+    return { node: this.membership.self, epoch: this.membership.epoch };
+  }
+}
