@@ -104,6 +104,11 @@ export class Gateway implements FeedSink {
     this.io.to(liveRoom(room)).emit("typing", { room, user });
   }
 
+  reset(room: string, seq: number): void {
+    // Extension of protocol v1: history was restored to `seq`; clients drop what they hold above it.
+    this.io.to(liveRoom(room)).emit("reset", { room, seq });
+  }
+
   resubscribed(room: string): void {
     // The owner forgot this node's presence when the stream broke: report every local member again.
     const users = new Set<string>();

@@ -19,6 +19,8 @@ export interface FeedSink {
   typing(room: string, user: string): void;
   /** The owner path came back after a break: the owner may have forgotten this node's presence. */
   resubscribed(room: string): void;
+  /** The room's history now ends at `seq` (restored to an earlier point): messages above it are gone. */
+  reset(room: string, seq: number): void;
 }
 
 export interface FeedSource {
@@ -130,6 +132,7 @@ export class RoomFeed {
       this.cursor = head;
       this.known = head;
       this.pending.clear();
+      this.sink.reset(this.room, head);
       this.admitThrough(Number.MAX_SAFE_INTEGER);
     }
   }

@@ -349,6 +349,7 @@
     socket.on("presence", onPresence);
     socket.on("typing", onTyping);
     socket.on("gap", onGap);
+    socket.on("reset", onReset);
   }
 
   function scheduleReconnect() {
@@ -580,6 +581,22 @@
     const range = next - 1 > after + 1 ? `#${after + 1}–#${next - 1}` : `#${after + 1}`;
     insertNotice(room, next - 0.5, `Messages ${range} are no longer available (older than the retention period).`);
     if (next - 1 > room.contig) { room.contig = next - 1; advanceContig(room); }
+  }
+
+  /** An operator restored the room to `seq`: what we hold above it is gone; seqs continue from there. */
+  function onReset(r) {
+    if (!isObj(r) || typeof r.room !== "string" || !Number.isInteger(r.seq)) return;
+    const room = state.rooms.get(r.room);
+    if (!room) return;
+    for (const seq of [...room.messages.keys()]) if (seq > r.seq) room.messages.delete(seq);
+    room.items = room.items.filter((it) => {
+      const drop = typeof it.key === "number" && it.key > r.seq;
+      if (drop) it.el.remove();
+      return !drop;
+    });
+    room.contig = Math.min(room.contig, r.seq);
+    room.anchor = Math.min(room.anchor, r.seq);
+    insertNotice(room, r.seq + 0.5, `History was restored to #${r.seq} by an operator; later messages were removed.`);
   }
 
   // ---------------------------------------------------------------- history

@@ -47,8 +47,12 @@ class RecordingSink implements FeedSink {
   }
   presence() {}
   typing() {}
+  resets: number[] = [];
   resubscribed() {
     this.resubscribes++;
+  }
+  reset(_room: string, seq: number) {
+    this.resets.push(seq);
   }
 }
 
@@ -127,6 +131,7 @@ describe("room feed (gateway fan-out)", () => {
     owner.head(1);
     expect(feed.position).to.equal(1);
     expect(admitted).to.equal(true);
+    expect(sink.resets).to.deep.equal([1]);
     owner.commit(2);
     expect(sink.seqs).to.deep.equal([1, 2, 2]);
   });
