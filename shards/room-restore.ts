@@ -9,6 +9,8 @@ import type { RoomStore } from "./room-store.js";
 
 export interface RestoreProgress {
   readonly room: string;
+  /** "verify": checking every segment before anything is replaced; "write": writing messages. */
+  readonly phase: "verify" | "write";
   readonly segmentsDone: number;
   readonly segmentsTotal: number;
   readonly messages: number;
@@ -40,7 +42,16 @@ export async function restoreRoom(
   options: RestoreOptions = {},
 ): Promise<RestoreResult> {
   const target = Math.min(options.toSeq ?? manifest.manifest.head, manifest.manifest.head);
-  if (options.replace) store.deleteRoom(room);
+  if (options.replace) {
+    // Replacing destroys the local copy: first prove the whole chain up to the target is intact, so a corrupt
+    // segment is reported while the room is still as it was.
+    let checked = 0;
+    for await (const { messages, segment, segments } of chain.messages(room, manifest.manifest, 1, target)) {
+      checked += messages.length;
+      options.onProgress?.({ room, phase: "verify", segmentsDone: segment, segmentsTotal: segments, messages: checked, target });
+    }
+    store.deleteRoom(room);
+  }
   const from = store.head(room) + 1;
   let restored = 0;
   if (from <= target) {
@@ -48,7 +59,7 @@ export async function restoreRoom(
       // One transaction per segment: bounded memory and bounded event-loop pauses.
       store.append(messages);
       restored += messages.length;
-      options.onProgress?.({ room, segmentsDone: segment, segmentsTotal: segments, messages: restored, target });
+      options.onProgress?.({ room, phase: "write", segmentsDone: segment, segmentsTotal: segments, messages: restored, target });
     }
   }
   if (store.head(room) >= manifest.manifest.head) {

@@ -97,17 +97,25 @@ async function restore(flags: CommonFlags & { room: string; toSeq?: string }): P
   }
   const res = await adminRequest(t, "POST", "/restore", { room: flags.room, ...(toSeq !== undefined ? { toSeq } : {}) });
   const started = Date.now();
-  const bar = !flags.json && process.stderr.isTTY ? new SingleBar({ format: "restoring {room} [{bar}] {value}/{total} segments | {messages} messages | {duration}s", hideCursor: true }, Presets.shades_classic) : undefined;
-  let barStarted = false;
+  const bar = !flags.json && process.stderr.isTTY ? new SingleBar({ format: "{phase} {room} [{bar}] {value}/{total} segments | {messages} messages | {duration}s", hideCursor: true }, Presets.shades_classic) : undefined;
+  let barStarted = "";
   for await (const line of ndjson(res)) {
-    const l = line as { progress?: { segmentsDone: number; segmentsTotal: number; messages: number; target: number }; result?: unknown; error?: { code: string; message: string } };
+    const l = line as {
+      progress?: { phase: string; segmentsDone: number; segmentsTotal: number; messages: number; target: number };
+      result?: unknown;
+      error?: { code: string; message: string };
+    };
     if (l.progress) {
-      if (flags.json) print({ progress: l.progress });
+      const p = l.progress;
+      if (flags.json) print({ progress: p });
       else if (bar) {
-        if (!barStarted) bar.start(l.progress.segmentsTotal, 0, { room: flags.room, messages: 0 });
-        barStarted = true;
-        bar.update(l.progress.segmentsDone, { messages: l.progress.messages });
-      } else process.stderr.write(`segment ${l.progress.segmentsDone}/${l.progress.segmentsTotal}: ${l.progress.messages} messages\n`);
+        if (barStarted !== p.phase) {
+          if (barStarted) bar.stop();
+          bar.start(p.segmentsTotal, 0, { room: flags.room, messages: 0, phase: p.phase });
+          barStarted = p.phase;
+        }
+        bar.update(p.segmentsDone, { messages: p.messages, phase: p.phase });
+      } else process.stderr.write(`${p.phase} segment ${p.segmentsDone}/${p.segmentsTotal}: ${p.messages} messages\n`);
     } else if (l.result) {
       bar?.stop();
       const r = l.result as { room: string; restored: number; head: number };

@@ -100,9 +100,12 @@ export class PeerLink implements OwnerApi, OwnerEvents, AdminApi {
     return new Promise((resolve, reject) => {
       const stream = this.client.restore({ caller, room, toSeq: toSeq ?? 0 });
       let result: RestoreResult | undefined;
-      stream.on("data", (p: { segmentsDone: number; segmentsTotal: number; messages: number; target: number; done: boolean; head: number }) => {
+      stream.on("data", (p: { segmentsDone: number; segmentsTotal: number; messages: number; target: number; done: boolean; head: number; phase: string }) => {
         if (p.done) result = { room, restored: p.messages, head: p.head };
-        else onProgress({ room, segmentsDone: p.segmentsDone, segmentsTotal: p.segmentsTotal, messages: p.messages, target: p.target });
+        else {
+          const phase = p.phase === "verify" ? "verify" : "write";
+          onProgress({ room, phase, segmentsDone: p.segmentsDone, segmentsTotal: p.segmentsTotal, messages: p.messages, target: p.target });
+        }
       });
       stream.on("error", (err: grpc.ServiceError) => reject(fromServiceError(err, this.peer)));
       stream.on("end", () => (result ? resolve(result) : reject(fromServiceError({ code: grpc.status.UNAVAILABLE, details: "restore stream ended early" } as grpc.ServiceError, this.peer))));

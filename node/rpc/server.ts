@@ -111,9 +111,9 @@ export function peerImplementation(deps: PeerServerDeps): PeerServer {
       const req = call.request;
       (async () => {
         const result = await deps.admin.restore(caller(req.caller), checkRoomId(req.room), req.toSeq === 0 ? undefined : req.toSeq, (p) =>
-          call.write({ segmentsDone: p.segmentsDone, segmentsTotal: p.segmentsTotal, messages: p.messages, target: p.target, done: false, head: 0 }),
+          call.write({ ...p, done: false, head: 0 }),
         );
-        call.write({ segmentsDone: 0, segmentsTotal: 0, messages: result.restored, target: result.head, done: true, head: result.head });
+        call.write({ segmentsDone: 0, segmentsTotal: 0, messages: result.restored, target: result.head, done: true, head: result.head, phase: "write" });
         call.end();
       })().catch((err: unknown) => {
         if (!(err instanceof FractalError) || err.code === "internal") log.error({ err }, "restore failed");

@@ -156,6 +156,8 @@ export interface RestoreProgress {
   /** Set on the last frame: the restore finished and head is the room's new head. */
   done: boolean;
   head: number;
+  /** "verify" (checking the chain before replacing anything) or "write". */
+  phase: string;
 }
 
 export interface NodeStatusRequest {
@@ -1870,7 +1872,7 @@ export const RestoreRequest: MessageFns<RestoreRequest> = {
 };
 
 function createBaseRestoreProgress(): RestoreProgress {
-  return { segmentsDone: 0, segmentsTotal: 0, messages: 0, target: 0, done: false, head: 0 };
+  return { segmentsDone: 0, segmentsTotal: 0, messages: 0, target: 0, done: false, head: 0, phase: "" };
 }
 
 export const RestoreProgress: MessageFns<RestoreProgress> = {
@@ -1892,6 +1894,9 @@ export const RestoreProgress: MessageFns<RestoreProgress> = {
     }
     if (message.head !== 0) {
       writer.uint32(48).uint64(message.head);
+    }
+    if (message.phase !== "") {
+      writer.uint32(58).string(message.phase);
     }
     return writer;
   },
@@ -1957,6 +1962,14 @@ export const RestoreProgress: MessageFns<RestoreProgress> = {
             message.head = longToNumber(reader.uint64());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.phase = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1985,6 +1998,7 @@ export const RestoreProgress: MessageFns<RestoreProgress> = {
       target: isSet(object.target) ? globalThis.Number(object.target) : 0,
       done: isSet(object.done) ? globalThis.Boolean(object.done) : false,
       head: isSet(object.head) ? globalThis.Number(object.head) : 0,
+      phase: isSet(object.phase) ? globalThis.String(object.phase) : "",
     };
   },
 
@@ -2008,6 +2022,9 @@ export const RestoreProgress: MessageFns<RestoreProgress> = {
     if (message.head !== 0) {
       obj.head = Math.round(message.head);
     }
+    if (message.phase !== "") {
+      obj.phase = message.phase;
+    }
     return obj;
   },
 
@@ -2022,6 +2039,7 @@ export const RestoreProgress: MessageFns<RestoreProgress> = {
     message.target = object.target ?? 0;
     message.done = object.done ?? false;
     message.head = object.head ?? 0;
+    message.phase = object.phase ?? "";
     return message;
   },
 };

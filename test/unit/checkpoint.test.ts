@@ -96,6 +96,21 @@ describe("checkpoint chain", () => {
     expect(target.head("r")).to.equal(0);
   });
 
+  it("verifies the whole chain before a replacing restore touches the local room", async () => {
+    const { dir, store } = objectDir();
+    const chain = new CheckpointChain(store, 0);
+    let v = await chain.append("r", undefined, messages("r", 1, 10), writer);
+    v = await chain.append("r", v, messages("r", 11, 20), writer);
+    const file = join(dir, ...v.manifest.segments[1]!.key.split("/"));
+    writeFileSync(file, Buffer.from("not a segment"));
+    const local = new MemoryRoomStore();
+    local.append(messages("r", 1, 20));
+    let err: unknown;
+    await restoreRoom(local, chain, "r", v, { toSeq: 15, replace: true }).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(CheckpointCorruptError);
+    expect(local.head("r")).to.equal(20);
+  });
+
   it("detects a manifest whose chain has a hole", async () => {
     const { store } = objectDir();
     const chain = new CheckpointChain(store, 0);
@@ -113,10 +128,10 @@ describe("checkpoint chain", () => {
     let v = await chain.append("r", undefined, messages("r", 1, 40), writer);
     v = await chain.append("r", v, messages("r", 41, 100), writer);
     const local = new MemoryRoomStore();
-    const progress: number[] = [];
-    const result = await restoreRoom(local, chain, "r", v, { toSeq: 55, replace: true, onProgress: (p) => progress.push(p.segmentsDone) });
+    const progress: string[] = [];
+    const result = await restoreRoom(local, chain, "r", v, { toSeq: 55, replace: true, onProgress: (p) => progress.push(`${p.phase}:${p.segmentsDone}`) });
     expect(result).to.deep.equal({ room: "r", restored: 55, head: 55 });
-    expect(progress).to.deep.equal([1, 2]);
+    expect(progress).to.deep.equal(["verify:1", "verify:2", "write:1", "write:2"]);
     expect(local.history("r", { after: 0, limit: 100 })).to.deep.equal(messages("r", 1, 55));
     const cut = await chain.truncate("r", v, 55, messages("r", 41, 55), writer);
     expect(cut.manifest.head).to.equal(55);
