@@ -46,7 +46,7 @@ export class PeerLink implements OwnerApi, OwnerEvents, AdminApi {
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
       "grpc.initial_reconnect_backoff_ms": 100,
-      "grpc.max_reconnect_backoff_ms": 2000,
+      "grpc.max_reconnect_backoff_ms": 1000,
     });
   }
 
@@ -98,7 +98,7 @@ export class PeerLink implements OwnerApi, OwnerEvents, AdminApi {
   /** Streams the owner's progress; no deadline (a large room takes as long as it takes) but keepalives. */
   restore(caller: Caller, room: string, toSeq: number | undefined, onProgress: (p: RestoreProgress) => void): Promise<RestoreResult> {
     return new Promise((resolve, reject) => {
-      const stream = this.client.restore({ caller, room, toSeq: toSeq ?? 0 });
+      const stream = this.client.restore({ caller, room, toSeq: toSeq ?? 0 }, new grpc.Metadata({ waitForReady: true }));
       let result: RestoreResult | undefined;
       stream.on("data", (p: { segmentsDone: number; segmentsTotal: number; messages: number; target: number; done: boolean; head: number; phase: string }) => {
         if (p.done) result = { room, restored: p.messages, head: p.head };
@@ -139,7 +139,9 @@ export class PeerLink implements OwnerApi, OwnerEvents, AdminApi {
   private call<Req, Res>(method: Unary<Req, Res>, req: Req, timeoutMs = this.timeoutMs): Promise<Res> {
     return new Promise((resolve, reject) => {
       const deadline = Date.now() + timeoutMs;
-      method.call(this.client, req, new grpc.Metadata(), { deadline }, (err, res) => {
+      // waitForReady: a peer that is restarting (channel in backoff) serves the call as soon as it is back,
+      // within the deadline; a peer that stays down answers unavailable at the deadline, never later.
+      method.call(this.client, req, new grpc.Metadata({ waitForReady: true }), { deadline }, (err, res) => {
         if (err) reject(fromServiceError(err, this.peer));
         else resolve(res);
       });
