@@ -30,7 +30,8 @@ export const NODE_FLAGS = {
   "http-port": { help: "HTTP / socket.io port", default: "8080" },
   "grpc-port": { help: "gRPC port for peers", default: "9080" },
   "data-dir": { help: "directory for this node's SQLite file", default: "./data/n1" },
-  peers: { help: "static membership: id=host:grpcPort,... (every node of the cluster, itself included)" },
+  peers: { help: "first members: id=host:grpcPort,... (itself included); seeds the cluster map if there is none" },
+  join: { help: "join a running cluster (the map in the shared object store) instead of --peers; URL of any node" },
   region: { help: "region name of this node", default: "local" },
   "object-store": { help: "object store: a directory path or s3://bucket/prefix (default <data-dir>/../objects)" },
   "s3-endpoint": { help: "endpoint URL of an S3-compatible server" },
@@ -42,6 +43,7 @@ export const NODE_FLAGS = {
   "checkpoint-interval": { help: "how often rooms with new messages are checkpointed (e.g. 1s, 500ms)", default: "1s" },
   "checkpoint-concurrency": { help: "rooms checkpointed at once", default: "8" },
   "checkpoint-retention": { help: "how long replaced checkpoint segments are kept (e.g. 24h, 0s)", default: "24h" },
+  "lease-ttl": { help: "how long a node may go without renewing its lease before peers fail it over", default: "5s" },
   "log-level": { help: "pino log level: fatal, error, warn, info, debug, trace, silent", default: "info" },
 } as const satisfies Record<string, { help: string; default?: string }>;
 
@@ -55,7 +57,8 @@ const schema = z.object({
   "http-port": port,
   "grpc-port": port,
   "data-dir": z.string().min(1),
-  peers: z.string().min(1, "is required (e.g. n1=127.0.0.1:9080,n2=127.0.0.1:9081)"),
+  peers: z.string().min(1).optional(),
+  join: z.url().optional(),
   region: z.string().regex(/^[a-z0-9-]{1,32}$/, "must be 1-32 of a-z 0-9 -"),
   "object-store": z.string().min(1).optional(),
   "s3-endpoint": z.url().optional(),
@@ -67,6 +70,7 @@ const schema = z.object({
   "checkpoint-interval": duration.refine((ms) => ms >= 10, "must be at least 10ms"),
   "checkpoint-concurrency": positiveInt.max(256),
   "checkpoint-retention": duration,
+  "lease-ttl": duration.refine((ms) => ms >= 1000, "must be at least 1s"),
   "log-level": z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
 });
 
@@ -77,8 +81,11 @@ export interface NodeConfig {
   readonly httpPort: number;
   readonly grpcPort: number;
   readonly dataDir: string;
-  /** The static cluster map built from --peers. */
-  readonly map: ClusterMap;
+  /** The map --peers describes (seeds the stored map on a cluster's first start); undefined with --join. */
+  readonly map: ClusterMap | undefined;
+  /** URL of a running node, when joining (the map is then read from the object store). */
+  readonly join: string | undefined;
+  readonly leaseTtlMs: number;
   readonly region: string;
   /** A directory path or an s3:// URL. */
   readonly objectStore: string;
@@ -113,9 +120,12 @@ export function parseNodeConfig(flags: RawFlags, env: NodeJS.ProcessEnv = proces
     throw new FractalError("bad_request", `bad configuration: ${problems.join("; ")}`);
   }
   const c = parsed.data;
-  const map = mapFromPeers(c.peers, c.region);
-  if (!map.nodes.some((n) => n.id === c.id)) {
-    throw new FractalError("bad_request", `bad configuration: --peers does not list this node's id "${c.id}"`);
+  if (c.peers === undefined && c.join === undefined) {
+    throw new FractalError("bad_request", "bad configuration: --peers (e.g. n1=127.0.0.1:9080,n2=127.0.0.1:9081) or --join URL is required");
+  }
+  const map = c.peers === undefined ? undefined : mapFromPeers(c.peers, c.region);
+  if (map !== undefined && c.join === undefined && !map.nodes.some((n) => n.id === c.id)) {
+    throw new FractalError("bad_request", `bad configuration: --peers does not list this node's id "${c.id}" (use --join to add a node)`);
   }
   const dataDir = resolve(c["data-dir"]);
   const objectStore = c["object-store"] ?? resolve(dirname(dataDir), "objects");
@@ -130,6 +140,8 @@ export function parseNodeConfig(flags: RawFlags, env: NodeJS.ProcessEnv = proces
     grpcPort: c["grpc-port"],
     dataDir,
     map,
+    join: c.join,
+    leaseTtlMs: c["lease-ttl"],
     region: c.region,
     objectStore: objectStore.startsWith("s3://") ? objectStore : resolve(objectStore),
     s3Endpoint: c["s3-endpoint"],

@@ -6,10 +6,21 @@ import { type ClusterMap, findNode, type NodeDescriptor, Ring } from "../shards/
 
 export type MapListener = (map: ClusterMap, previous: ClusterMap) => void;
 
+/** One change of the map, kept so a node can tell which rooms it gained and from whom. */
+export interface Transition {
+  readonly epoch: number;
+  readonly previous: Ring;
+  readonly next: Ring;
+}
+
+const HISTORY = 32;
+
 export class Membership {
   private current: ClusterMap;
   private currentRing: Ring;
   private readonly listeners: MapListener[] = [];
+  private readonly history: Transition[] = [];
+  private historyTruncated = false;
 
   constructor(
     readonly self: string,
@@ -45,8 +56,14 @@ export class Membership {
   update(map: ClusterMap): boolean {
     if (map.epoch <= this.current.epoch) return false;
     const previous = this.current;
+    const previousRing = this.currentRing;
     this.current = map;
     this.currentRing = new Ring(map);
+    this.history.push({ epoch: map.epoch, previous: previousRing, next: this.currentRing });
+    if (this.history.length > HISTORY) {
+      this.history.shift();
+      this.historyTruncated = true;
+    }
     for (const listener of this.listeners) listener(map, previous);
     return true;
   }
@@ -54,6 +71,20 @@ export class Membership {
   /** Asks the source of truth for a newer map (after a wrong_owner answer, for instance). */
   async refresh(): Promise<void> {
     this.update(await this.source());
+  }
+
+  /**
+   * The newest map change (since this process started) that moved `room` to another owner, or undefined if
+   * none did. `uncertain` is set when older changes were forgotten, so the answer may be incomplete.
+   */
+  lastOwnerChange(room: string): { epoch: number; from: string | undefined; to: string | undefined; uncertain: boolean } | undefined {
+    for (let i = this.history.length - 1; i >= 0; i--) {
+      const t = this.history[i]!;
+      const from = t.previous.owner(room);
+      const to = t.next.owner(room);
+      if (from !== to) return { epoch: t.epoch, from, to, uncertain: false };
+    }
+    return this.historyTruncated ? { epoch: this.history[0]?.epoch ?? 0, from: undefined, to: this.ownerOf(room), uncertain: true } : undefined;
   }
 
   onChange(listener: MapListener): void {

@@ -9,13 +9,15 @@ import { Server as SocketServer } from "socket.io";
 import {
   CheckpointChain,
   Checkpointer,
+  ClusterMapStore,
   DirectoryObjectStore,
-  findNode,
+  LeaseKeeper,
+  LeaseWatcher,
   OwnedRooms,
   RoomRebuilder,
   S3ObjectStore,
   SqliteRoomStore,
-  withNode,
+  type ClusterMap,
   type ObjectStore,
 } from "../shards/index.js";
 import { loadAuthSecret, Tokens } from "./auth.js";
@@ -29,6 +31,9 @@ import { LocalOwner } from "./owner.js";
 import { PeerPool } from "./peer-pool.js";
 import { createPeerServer } from "./rpc/server.js";
 import { Router } from "./router.js";
+import { establishMap } from "./cluster-map-setup.js";
+import { Liveness, leaseOptions } from "./liveness.js";
+import { OwnershipTransfer } from "./transfer.js";
 import { ClusterAdmin, LocalAdmin } from "./admin.js";
 import { createAdminApi } from "./admin-api.js";
 
@@ -61,10 +66,18 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
   let ready = false;
   let stopping: Promise<void> | undefined;
 
-  // The ring depends only on node ids; this node also knows its own HTTP address, shown by /api/cluster.
-  const me = findNode(config.map, config.id);
-  const map = me === undefined ? config.map : withNode(config.map, { ...me, http: `http://${config.advertiseHost}:${config.httpPort}` });
-  const membership = new Membership(config.id, map);
+  const http = `http://${config.advertiseHost}:${config.httpPort}`;
+  // The cluster map lives in the object store; this node seeds it (first start) and registers in it.
+  const mapStore = new ClusterMapStore(objects);
+  const membership: Membership = new Membership(
+    config.id,
+    await establishMap(mapStore, config, http),
+    async (): Promise<ClusterMap> => (await mapStore.read())?.map ?? membership.map,
+  );
+  const lease = new LeaseKeeper(objects, config.id, leaseOptions(config.leaseTtlMs), (valid) =>
+    valid ? log.info("lease renewed: accepting writes again") : log.error("lease not renewed in time: refusing writes (self-fenced)"),
+  );
+  await lease.renew();
 
   let gateway: Gateway | undefined;
   let router: Router | undefined;
@@ -74,6 +87,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     chain,
     node: config.id,
     epoch: () => membership.epoch,
+    owns: (room) => membership.ownerOf(room) === config.id,
     intervalMs: config.checkpointIntervalMs,
     concurrency: config.checkpointConcurrency,
     onCheckpoint: (_room, messages, lagMs) => {
@@ -99,12 +113,25 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
   });
   const owner = new LocalOwner(config.id, membership, rooms, { rebuilder, chain, checkpointer }, config.forwardTimeoutMs);
   const peers = new PeerPool(membership, config.forwardTimeoutMs, log);
+  const transfer = new OwnershipTransfer({
+    self: config.id,
+    membership,
+    rooms,
+    chain,
+    checkpointer,
+    rebuilder,
+    peers,
+    log,
+    handoffTimeoutMs: config.leaseTtlMs,
+  });
+  owner.leaseValid = () => lease.valid;
+  owner.settle = (room) => transfer.ensureSettled(room);
+  owner.needsSettle = (room) => transfer.needsTakeOver(room);
   router = new Router(config.id, membership, owner, peers, log, (op, seconds, outcome) =>
     metrics.forwardSeconds.observe({ op, outcome }, seconds),
   );
 
   // gRPC first: peers may forward to us as soon as they see us in the map.
-  const http = `http://${config.advertiseHost}:${config.httpPort}`;
   const localAdmin = new LocalAdmin({
     owner,
     membership,
@@ -118,6 +145,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
   const clusterAdmin = new ClusterAdmin(membership, localAdmin, peers);
   const grpcServer = createPeerServer({
     owner,
+    transfer,
     admin: localAdmin,
     http,
     membership,
@@ -193,8 +221,15 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
   // rebuilt in the background (operations on them wait or get unavailable, never an empty room).
   await startRebuild(rebuilder, membership, config.id, log);
   checkpointer.start();
+  lease.start();
+  const liveness = new Liveness({ self: config.id, membership, mapStore, lease, watcher: new LeaseWatcher(objects, config.leaseTtlMs), peers, log });
+  membership.onChange((map, previous) => {
+    log.info({ epoch: map.epoch, from: previous.epoch, nodes: map.nodes.map((n) => `${n.id}:${n.state}`) }, "cluster map changed");
+    void transfer.afterMapChange().then((r) => (r.lost > 0 || r.gained > 0) && log.info(r, "rooms moved after map change"));
+  });
+  liveness.start();
   ready = true;
-  log.info({ httpPort, grpcPort, dataDir: config.dataDir, objectStore: objects.location, peers: config.map.nodes.length }, "node ready");
+  log.info({ httpPort, grpcPort, dataDir: config.dataDir, objectStore: objects.location, epoch: membership.epoch, nodes: membership.map.nodes.length }, "node ready");
 
   const stop = async (): Promise<void> => {
     log.info("stopping");
@@ -202,6 +237,8 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     owner.accepting = false;
     // 2. Sends already accepted get committed and acknowledged.
     await rooms.commits.drained();
+    liveness.stop();
+    lease.stop();
     // 3. A final checkpoint of every dirty room, so a node stopped cleanly loses nothing even with its disk.
     checkpointer.stop();
     rebuilder.stop();

@@ -24,6 +24,12 @@ import type { Caller, JoinResult, OwnerApi, OwnerEvents, RoomInfo } from "./room
 export class LocalOwner implements OwnerApi, OwnerEvents {
   /** False while the node is stopping: it then refuses new writes with unavailable. */
   accepting = true;
+  /** Whether this node's lease is valid (self-fencing: without it, no writes). */
+  leaseValid: () => boolean = () => true;
+  /** Makes a gained room's local copy complete before it is served (set by the composition root). */
+  settle: (room: string) => Promise<void> = async () => {};
+  /** Whether `settle` has work to do for the room. */
+  needsSettle: (room: string) => boolean = () => false;
 
   constructor(
     private readonly self: string,
@@ -51,7 +57,12 @@ export class LocalOwner implements OwnerApi, OwnerEvents {
 
   async send(caller: Caller, room: string, user: string, id: string, text: string): Promise<SendRecord> {
     if (!this.accepting) throw new FractalError("unavailable", `node ${this.self} is stopping`);
-    return (await this.owned(room)).send({ user, id, text });
+    const actor = await this.owned(room);
+    // Checked after every await: the lease or the map may have changed meanwhile. From here to the enqueue
+    // nothing yields, so a write is accepted only by a node that owns the room and holds its lease now.
+    if (!this.leaseValid()) throw new FractalError("unavailable", `node ${this.self} cannot renew its lease; refusing writes`);
+    this.checkOwner(room);
+    return actor.send({ user, id, text });
   }
 
   async history(caller: Caller, room: string, query: HistoryQuery): Promise<StoredMessage[]> {
@@ -69,7 +80,7 @@ export class LocalOwner implements OwnerApi, OwnerEvents {
 
   subscribe(caller: Caller, room: string, listener: RoomListener): void {
     this.checkOwner(room);
-    if (!this.durability.rebuilder.isGated(room)) return this.rooms.get(room).subscribe(caller.node, listener);
+    if (!this.durability.rebuilder.isGated(room) && !this.needsSettle(room)) return this.rooms.get(room).subscribe(caller.node, listener);
     // A room being rebuilt answers its subscribers once it is complete (the head event comes then).
     this.owned(room).then(
       (actor) => actor.subscribe(caller.node, listener),
@@ -94,6 +105,7 @@ export class LocalOwner implements OwnerApi, OwnerEvents {
   /** The room's actor, once this node is sure it owns the room and the room's state is complete. */
   private async owned(room: string) {
     this.checkOwner(room);
+    await this.settle(room);
     try {
       await this.durability.rebuilder.ready(room, this.rebuildWaitMs);
     } catch (err) {

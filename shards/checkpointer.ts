@@ -24,6 +24,8 @@ export interface CheckpointerOptions {
   readonly onError?: (room: string, err: unknown) => void;
   /** A newer owner has the room: stop writing it (the node must stop serving it too). */
   readonly onStale?: (room: string, err: StaleOwnerError) => void;
+  /** Whether this node owns the room now; timer-driven checkpoints skip rooms it does not. */
+  readonly owns?: (room: string) => boolean;
 }
 
 export interface RoomCheckpointStatus {
@@ -98,9 +100,12 @@ export class Checkpointer {
     return this.dirty.size;
   }
 
-  /** Checkpoints every dirty room now (or only `rooms`), ignoring backoff. */
-  async flush(rooms?: readonly string[]): Promise<CheckpointRoundResult> {
-    return this.round(rooms ?? [...this.dirty.keys()]);
+  /**
+   * Checkpoints every dirty room now (or only `rooms`), ignoring backoff. Rooms this node does not own are
+   * skipped unless `force` (a handoff checkpoints a room it just lost, before its new owner writes).
+   */
+  async flush(rooms?: readonly string[], options: { force?: boolean } = {}): Promise<CheckpointRoundResult> {
+    return this.round(rooms ?? [...this.dirty.keys()], options.force ?? false);
   }
 
   status(rooms?: readonly string[]): RoomCheckpointStatus[] {
@@ -150,13 +155,18 @@ export class Checkpointer {
     }
   }
 
-  private async round(rooms: readonly string[]): Promise<CheckpointRoundResult> {
+  private async round(rooms: readonly string[], force = false): Promise<CheckpointRoundResult> {
     let messages = 0;
     let failed = 0;
     let next = 0;
     const worker = async () => {
       while (next < rooms.length) {
         const room = rooms[next++]!;
+        if (!force && this.o.owns !== undefined && !this.o.owns(room)) {
+          // Not ours any more: its new owner writes its chain now (after a handoff made it complete).
+          this.forget(room);
+          continue;
+        }
         try {
           const written = await this.checkpointRoom(room);
           messages += written;

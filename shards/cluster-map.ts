@@ -53,9 +53,12 @@ export function mapFromPeers(peers: string, region = "local"): ClusterMap {
   return { epoch: 1, nodes };
 }
 
-/** Nodes that own rooms: the ring is built from these. */
+/**
+ * Nodes that own rooms: the ring is built from these. `joining` nodes serve clients but own nothing until a
+ * rebalance makes them active; `draining` nodes hand their rooms to the others; `down` nodes lost their lease.
+ */
 export function ownerNodes(map: ClusterMap): NodeDescriptor[] {
-  return map.nodes.filter((n) => n.state === "active" || n.state === "draining");
+  return map.nodes.filter((n) => n.state === "active");
 }
 
 export function findNode(map: ClusterMap, id: string): NodeDescriptor | undefined {

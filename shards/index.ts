@@ -18,3 +18,5 @@ export { Checkpointer, type RoomCheckpointStatus, type CheckpointRoundResult } f
 export { restoreRoom, type RestoreProgress, type RestoreResult } from "./room-restore.js";
 export type { CheckpointRecord, RoomHeads } from "./room-store.js";
 export { RoomRebuilder, RoomUnavailableError, type RebuildProgress } from "./room-rebuilder.js";
+export { ClusterMapStore, MapConflictError, MAP_KEY, parseClusterMap, encodeClusterMap, type VersionedMap } from "./cluster-map-store.js";
+export { LeaseKeeper, LeaseWatcher, leaseKey, type LeaseOptions } from "./leases.js";

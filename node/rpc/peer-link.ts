@@ -86,6 +86,24 @@ export class PeerLink implements OwnerApi, OwnerEvents, AdminApi {
     return this.call(this.client.ping, { caller });
   }
 
+  async handoff(caller: Caller, room: string): Promise<{ head: number }> {
+    return this.call(this.client.handoff, { caller, room }, ADMIN_TIMEOUT_MS);
+  }
+
+  async listRooms(caller: Caller): Promise<{ room: string; head: number }[]> {
+    return (await this.call(this.client.listRooms, { caller }, ADMIN_TIMEOUT_MS)).rooms;
+  }
+
+  /** Asks this (new) owner to take rooms over now; `onRoom` hears each one as it is done. */
+  takeOver(caller: Caller, rooms: string[], concurrency: number, onRoom: (r: { room: string; head: number; pauseMs: number; error: string }) => void): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const stream = this.client.takeOver({ caller, rooms, concurrency }, new grpc.Metadata({ waitForReady: true }));
+      stream.on("data", onRoom);
+      stream.on("error", (err: grpc.ServiceError) => reject(fromServiceError(err, this.peer)));
+      stream.on("end", () => resolve());
+    });
+  }
+
   async checkpoint(caller: Caller, room: string | undefined): Promise<CheckpointRoundResult> {
     return this.call(this.client.checkpoint, { caller, room: room ?? "" }, ADMIN_TIMEOUT_MS);
   }

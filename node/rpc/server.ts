@@ -12,11 +12,13 @@ import type { LocalOwner } from "../owner.js";
 import { checkRoomId, checkText, MAX_HISTORY_LIMIT, MAX_SEND_ID_LENGTH } from "../protocol.js";
 import type { Caller } from "../room-api.js";
 import type { AdminApi } from "../admin.js";
+import type { OwnershipTransfer } from "../transfer.js";
 import { toServiceError } from "./status.js";
 import { toWire } from "./wire.js";
 
 export interface PeerServerDeps {
   readonly owner: LocalOwner;
+  readonly transfer: OwnershipTransfer;
   readonly admin: AdminApi;
   /** This node's HTTP base URL (told to peers in Ping). */
   readonly http: string;
@@ -46,11 +48,20 @@ export function peerImplementation(deps: PeerServerDeps): PeerServer {
   /** The newest Subscribe stream of each peer node: a stale stream closing late must not undo a newer one. */
   const currentStream = new Map<string, object>();
 
+  /** A caller with a newer map than ours: fetch it before judging ownership (the push half of map updates). */
+  const seeEpoch = async (c: Caller | undefined): Promise<void> => {
+    if (c !== undefined && Number.isInteger(c.epoch) && c.epoch > membership.epoch) {
+      await membership.refresh().catch((err: unknown) => log.debug({ err }, "map refresh failed"));
+    }
+  };
+
   /** Runs a unary handler: validation errors and owner errors become Fractal status trailers. */
   function unary<Req, Res>(method: string, handler: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
     return (call, callback) => {
       const started = performance.now();
-      handler(call.request).then(
+      seeEpoch((call.request as { caller?: Caller }).caller)
+        .then(() => handler(call.request))
+        .then(
         (res) => {
           deps.observe?.(method, (performance.now() - started) / 1000, "ok");
           callback(null, res);
@@ -107,6 +118,34 @@ export function peerImplementation(deps: PeerServerDeps): PeerServer {
         rooms: s.rooms.map((r) => ({ ...r, lastCheckpointAt: r.lastCheckpointAt ?? 0 })),
       };
     }),
+    handoff: unary("handoff", async (req) => deps.transfer.handOff(caller(req.caller), checkRoomId(req.room))),
+    listRooms: unary("listRooms", async (req) => {
+      caller(req.caller);
+      return { rooms: owner.rooms.store.rooms().map((room) => ({ room, head: owner.rooms.store.head(room) })) };
+    }),
+    takeOver: (call) => {
+      const req = call.request;
+      (async () => {
+        const c = caller(req.caller);
+        if (c.epoch > membership.epoch) await membership.refresh();
+        const rooms = req.rooms.map(checkRoomId);
+        let next = 0;
+        const worker = async () => {
+          while (next < rooms.length) {
+            const room = rooms[next++]!;
+            try {
+              if (membership.ownerOf(room) !== membership.self) throw new FractalError("wrong_owner", `not the owner of ${room}`);
+              const r = deps.transfer.needsTakeOver(room) ? await deps.transfer.takeOver(room) : { head: owner.rooms.store.head(room), pauseMs: 0 };
+              call.write({ room, head: r.head, pauseMs: Math.round(r.pauseMs), error: "" });
+            } catch (err) {
+              call.write({ room, head: 0, pauseMs: 0, error: (err as Error).message || "failed" });
+            }
+          }
+        };
+        await Promise.all(Array.from({ length: Math.max(1, Math.min(req.concurrency || 8, 256, rooms.length)) }, worker));
+        call.end();
+      })().catch((err: unknown) => call.emit("error", toServiceError(err)));
+    },
     restore: (call) => {
       const req = call.request;
       (async () => {

@@ -36,6 +36,44 @@ export const protobufFileName = "fractal.proto";
  * with the Fractal error code in the "fractal-code" trailer (see node/rpc/status.ts).
  */
 
+export interface HandoffRequest {
+  caller: Caller | undefined;
+  room: string;
+}
+
+export interface HandoffReply {
+  head: number;
+}
+
+export interface TakeOverRequest {
+  caller: Caller | undefined;
+  rooms: string[];
+  /** Rooms taken over at once. */
+  concurrency: number;
+}
+
+export interface TakeOverProgress {
+  room: string;
+  head: number;
+  /** Milliseconds the room was closed to writes. */
+  pauseMs: number;
+  /** Set when this room could not be taken over. */
+  error: string;
+}
+
+export interface ListRoomsRequest {
+  caller: Caller | undefined;
+}
+
+export interface ListRoomsReply {
+  rooms: RoomSize[];
+}
+
+export interface RoomSize {
+  room: string;
+  head: number;
+}
+
 /** Who is calling and with which view of the cluster. */
 export interface Caller {
   /** Id of the calling node (e.g. "n1"). */
@@ -244,6 +282,605 @@ export interface Presence {
   /** "join" or "leave". */
   event: string;
 }
+
+function createBaseHandoffRequest(): HandoffRequest {
+  return { caller: undefined, room: "" };
+}
+
+export const HandoffRequest: MessageFns<HandoffRequest> = {
+  encode(message: HandoffRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.caller !== undefined) {
+      Caller.encode(message.caller, writer.uint32(10).fork()).join();
+    }
+    if (message.room !== "") {
+      writer.uint32(18).string(message.room);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HandoffRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHandoffRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.caller = Caller.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.room = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HandoffRequest {
+    return {
+      caller: isSet(object.caller) ? Caller.fromJSON(object.caller) : undefined,
+      room: isSet(object.room) ? globalThis.String(object.room) : "",
+    };
+  },
+
+  toJSON(message: HandoffRequest): unknown {
+    const obj: any = {};
+    if (message.caller !== undefined) {
+      obj.caller = Caller.toJSON(message.caller);
+    }
+    if (message.room !== "") {
+      obj.room = message.room;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HandoffRequest>, I>>(base?: I): HandoffRequest {
+    return HandoffRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HandoffRequest>, I>>(object: I): HandoffRequest {
+    const message = createBaseHandoffRequest();
+    message.caller = (object.caller !== undefined && object.caller !== null)
+      ? Caller.fromPartial(object.caller)
+      : undefined;
+    message.room = object.room ?? "";
+    return message;
+  },
+};
+
+function createBaseHandoffReply(): HandoffReply {
+  return { head: 0 };
+}
+
+export const HandoffReply: MessageFns<HandoffReply> = {
+  encode(message: HandoffReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.head !== 0) {
+      writer.uint32(8).uint64(message.head);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HandoffReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHandoffReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.head = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HandoffReply {
+    return { head: isSet(object.head) ? globalThis.Number(object.head) : 0 };
+  },
+
+  toJSON(message: HandoffReply): unknown {
+    const obj: any = {};
+    if (message.head !== 0) {
+      obj.head = Math.round(message.head);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HandoffReply>, I>>(base?: I): HandoffReply {
+    return HandoffReply.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HandoffReply>, I>>(object: I): HandoffReply {
+    const message = createBaseHandoffReply();
+    message.head = object.head ?? 0;
+    return message;
+  },
+};
+
+function createBaseTakeOverRequest(): TakeOverRequest {
+  return { caller: undefined, rooms: [], concurrency: 0 };
+}
+
+export const TakeOverRequest: MessageFns<TakeOverRequest> = {
+  encode(message: TakeOverRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.caller !== undefined) {
+      Caller.encode(message.caller, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.rooms) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.concurrency !== 0) {
+      writer.uint32(24).uint32(message.concurrency);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TakeOverRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTakeOverRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.caller = Caller.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.rooms.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.concurrency = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TakeOverRequest {
+    return {
+      caller: isSet(object.caller) ? Caller.fromJSON(object.caller) : undefined,
+      rooms: globalThis.Array.isArray(object?.rooms) ? object.rooms.map((e: any) => globalThis.String(e)) : [],
+      concurrency: isSet(object.concurrency) ? globalThis.Number(object.concurrency) : 0,
+    };
+  },
+
+  toJSON(message: TakeOverRequest): unknown {
+    const obj: any = {};
+    if (message.caller !== undefined) {
+      obj.caller = Caller.toJSON(message.caller);
+    }
+    if (message.rooms?.length) {
+      obj.rooms = message.rooms;
+    }
+    if (message.concurrency !== 0) {
+      obj.concurrency = Math.round(message.concurrency);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TakeOverRequest>, I>>(base?: I): TakeOverRequest {
+    return TakeOverRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TakeOverRequest>, I>>(object: I): TakeOverRequest {
+    const message = createBaseTakeOverRequest();
+    message.caller = (object.caller !== undefined && object.caller !== null)
+      ? Caller.fromPartial(object.caller)
+      : undefined;
+    message.rooms = object.rooms?.map((e) => e) || [];
+    message.concurrency = object.concurrency ?? 0;
+    return message;
+  },
+};
+
+function createBaseTakeOverProgress(): TakeOverProgress {
+  return { room: "", head: 0, pauseMs: 0, error: "" };
+}
+
+export const TakeOverProgress: MessageFns<TakeOverProgress> = {
+  encode(message: TakeOverProgress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.room !== "") {
+      writer.uint32(10).string(message.room);
+    }
+    if (message.head !== 0) {
+      writer.uint32(16).uint64(message.head);
+    }
+    if (message.pauseMs !== 0) {
+      writer.uint32(24).uint32(message.pauseMs);
+    }
+    if (message.error !== "") {
+      writer.uint32(34).string(message.error);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TakeOverProgress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTakeOverProgress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.room = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.head = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pauseMs = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.error = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TakeOverProgress {
+    return {
+      room: isSet(object.room) ? globalThis.String(object.room) : "",
+      head: isSet(object.head) ? globalThis.Number(object.head) : 0,
+      pauseMs: isSet(object.pauseMs)
+        ? globalThis.Number(object.pauseMs)
+        : isSet(object.pause_ms)
+        ? globalThis.Number(object.pause_ms)
+        : 0,
+      error: isSet(object.error) ? globalThis.String(object.error) : "",
+    };
+  },
+
+  toJSON(message: TakeOverProgress): unknown {
+    const obj: any = {};
+    if (message.room !== "") {
+      obj.room = message.room;
+    }
+    if (message.head !== 0) {
+      obj.head = Math.round(message.head);
+    }
+    if (message.pauseMs !== 0) {
+      obj.pauseMs = Math.round(message.pauseMs);
+    }
+    if (message.error !== "") {
+      obj.error = message.error;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TakeOverProgress>, I>>(base?: I): TakeOverProgress {
+    return TakeOverProgress.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TakeOverProgress>, I>>(object: I): TakeOverProgress {
+    const message = createBaseTakeOverProgress();
+    message.room = object.room ?? "";
+    message.head = object.head ?? 0;
+    message.pauseMs = object.pauseMs ?? 0;
+    message.error = object.error ?? "";
+    return message;
+  },
+};
+
+function createBaseListRoomsRequest(): ListRoomsRequest {
+  return { caller: undefined };
+}
+
+export const ListRoomsRequest: MessageFns<ListRoomsRequest> = {
+  encode(message: ListRoomsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.caller !== undefined) {
+      Caller.encode(message.caller, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListRoomsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListRoomsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.caller = Caller.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListRoomsRequest {
+    return { caller: isSet(object.caller) ? Caller.fromJSON(object.caller) : undefined };
+  },
+
+  toJSON(message: ListRoomsRequest): unknown {
+    const obj: any = {};
+    if (message.caller !== undefined) {
+      obj.caller = Caller.toJSON(message.caller);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListRoomsRequest>, I>>(base?: I): ListRoomsRequest {
+    return ListRoomsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListRoomsRequest>, I>>(object: I): ListRoomsRequest {
+    const message = createBaseListRoomsRequest();
+    message.caller = (object.caller !== undefined && object.caller !== null)
+      ? Caller.fromPartial(object.caller)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListRoomsReply(): ListRoomsReply {
+  return { rooms: [] };
+}
+
+export const ListRoomsReply: MessageFns<ListRoomsReply> = {
+  encode(message: ListRoomsReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.rooms) {
+      RoomSize.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListRoomsReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListRoomsReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.rooms.push(RoomSize.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListRoomsReply {
+    return { rooms: globalThis.Array.isArray(object?.rooms) ? object.rooms.map((e: any) => RoomSize.fromJSON(e)) : [] };
+  },
+
+  toJSON(message: ListRoomsReply): unknown {
+    const obj: any = {};
+    if (message.rooms?.length) {
+      obj.rooms = message.rooms.map((e) => RoomSize.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListRoomsReply>, I>>(base?: I): ListRoomsReply {
+    return ListRoomsReply.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListRoomsReply>, I>>(object: I): ListRoomsReply {
+    const message = createBaseListRoomsReply();
+    message.rooms = object.rooms?.map((e) => RoomSize.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRoomSize(): RoomSize {
+  return { room: "", head: 0 };
+}
+
+export const RoomSize: MessageFns<RoomSize> = {
+  encode(message: RoomSize, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.room !== "") {
+      writer.uint32(10).string(message.room);
+    }
+    if (message.head !== 0) {
+      writer.uint32(16).uint64(message.head);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RoomSize {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRoomSize();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.room = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.head = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RoomSize {
+    return {
+      room: isSet(object.room) ? globalThis.String(object.room) : "",
+      head: isSet(object.head) ? globalThis.Number(object.head) : 0,
+    };
+  },
+
+  toJSON(message: RoomSize): unknown {
+    const obj: any = {};
+    if (message.room !== "") {
+      obj.room = message.room;
+    }
+    if (message.head !== 0) {
+      obj.head = Math.round(message.head);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RoomSize>, I>>(base?: I): RoomSize {
+    return RoomSize.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RoomSize>, I>>(object: I): RoomSize {
+    const message = createBaseRoomSize();
+    message.room = object.room ?? "";
+    message.head = object.head ?? 0;
+    return message;
+  },
+};
 
 function createBaseCaller(): Caller {
   return { node: "", epoch: 0 };
@@ -3272,6 +3909,40 @@ export const PeerService = {
     responseSerialize: (value: NodeStatusReply): Buffer => Buffer.from(NodeStatusReply.encode(value).finish()),
     responseDeserialize: (value: Buffer): NodeStatusReply => NodeStatusReply.decode(value),
   },
+  /**
+   * Ownership moves (rebalance, drain, failover).
+   * Asked of a room's previous owner by its new owner: adopt the caller's map (so no more writes are
+   * accepted for the room), finish in-flight sends and checkpoint the room completely; replies with its head.
+   */
+  handoff: {
+    path: "/fractal.v1.Peer/Handoff" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: HandoffRequest): Buffer => Buffer.from(HandoffRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): HandoffRequest => HandoffRequest.decode(value),
+    responseSerialize: (value: HandoffReply): Buffer => Buffer.from(HandoffReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): HandoffReply => HandoffReply.decode(value),
+  },
+  /** Asked of a room's new owner (by the rebalance command): take these rooms over now. Streams progress. */
+  takeOver: {
+    path: "/fractal.v1.Peer/TakeOver" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: TakeOverRequest): Buffer => Buffer.from(TakeOverRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): TakeOverRequest => TakeOverRequest.decode(value),
+    responseSerialize: (value: TakeOverProgress): Buffer => Buffer.from(TakeOverProgress.encode(value).finish()),
+    responseDeserialize: (value: Buffer): TakeOverProgress => TakeOverProgress.decode(value),
+  },
+  /** Rooms this node stores (for the rebalance planner), with their sizes. */
+  listRooms: {
+    path: "/fractal.v1.Peer/ListRooms" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListRoomsRequest): Buffer => Buffer.from(ListRoomsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListRoomsRequest => ListRoomsRequest.decode(value),
+    responseSerialize: (value: ListRoomsReply): Buffer => Buffer.from(ListRoomsReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListRoomsReply => ListRoomsReply.decode(value),
+  },
 } as const;
 
 export interface PeerServer extends UntypedServiceImplementation {
@@ -3303,6 +3974,16 @@ export interface PeerServer extends UntypedServiceImplementation {
   restore: handleServerStreamingCall<RestoreRequest, RestoreProgress>;
   /** The serving node's state: clients, rooms, checkpoint lag, rooms being rebuilt. */
   nodeStatus: handleUnaryCall<NodeStatusRequest, NodeStatusReply>;
+  /**
+   * Ownership moves (rebalance, drain, failover).
+   * Asked of a room's previous owner by its new owner: adopt the caller's map (so no more writes are
+   * accepted for the room), finish in-flight sends and checkpoint the room completely; replies with its head.
+   */
+  handoff: handleUnaryCall<HandoffRequest, HandoffReply>;
+  /** Asked of a room's new owner (by the rebalance command): take these rooms over now. Streams progress. */
+  takeOver: handleServerStreamingCall<TakeOverRequest, TakeOverProgress>;
+  /** Rooms this node stores (for the rebalance planner), with their sizes. */
+  listRooms: handleUnaryCall<ListRoomsRequest, ListRoomsReply>;
 }
 
 export interface PeerClient extends Client {
@@ -3451,6 +4132,49 @@ export interface PeerClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: NodeStatusReply) => void,
+  ): ClientUnaryCall;
+  /**
+   * Ownership moves (rebalance, drain, failover).
+   * Asked of a room's previous owner by its new owner: adopt the caller's map (so no more writes are
+   * accepted for the room), finish in-flight sends and checkpoint the room completely; replies with its head.
+   */
+  handoff(
+    request: HandoffRequest,
+    callback: (error: ServiceError | null, response: HandoffReply) => void,
+  ): ClientUnaryCall;
+  handoff(
+    request: HandoffRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: HandoffReply) => void,
+  ): ClientUnaryCall;
+  handoff(
+    request: HandoffRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: HandoffReply) => void,
+  ): ClientUnaryCall;
+  /** Asked of a room's new owner (by the rebalance command): take these rooms over now. Streams progress. */
+  takeOver(request: TakeOverRequest, options?: Partial<CallOptions>): ClientReadableStream<TakeOverProgress>;
+  takeOver(
+    request: TakeOverRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<TakeOverProgress>;
+  /** Rooms this node stores (for the rebalance planner), with their sizes. */
+  listRooms(
+    request: ListRoomsRequest,
+    callback: (error: ServiceError | null, response: ListRoomsReply) => void,
+  ): ClientUnaryCall;
+  listRooms(
+    request: ListRoomsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListRoomsReply) => void,
+  ): ClientUnaryCall;
+  listRooms(
+    request: ListRoomsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListRoomsReply) => void,
   ): ClientUnaryCall;
 }
 

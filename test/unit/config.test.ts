@@ -10,8 +10,8 @@ describe("node config", () => {
     expect(c).to.include({ id: "n1", host: "127.0.0.1", advertiseHost: "127.0.0.1", httpPort: 8080, grpcPort: 9080 });
     expect(c.objectStore).to.equal("/tmp/x/objects");
     expect(c.maxTextLength).to.equal(4000);
-    expect(c.map.epoch).to.equal(1);
-    expect(c.map.nodes.map((n) => n.id)).to.deep.equal(["n1", "n2"]);
+    expect(c.map!.epoch).to.equal(1);
+    expect(c.map!.nodes.map((n) => n.id)).to.deep.equal(["n1", "n2"]);
   });
 
   it("takes FRACTAL_* environment variables, and flags over them", () => {
@@ -31,7 +31,7 @@ describe("node config", () => {
     ["a missing id", { peers }, /--id/],
     ["a bad port", { id: "n1", peers, "http-port": "99999" }, /--http-port/],
     ["a non-numeric port", { id: "n1", peers, "grpc-port": "abc" }, /--grpc-port/],
-    ["missing peers", { id: "n1" }, /--peers/],
+    ["neither peers nor join", { id: "n1" }, /--peers/],
     ["peers without this node", { id: "n9", peers }, /does not list this node/],
     ["a bad log level", { id: "n1", peers, "log-level": "loud" }, /--log-level/],
     ["a short auth secret", { id: "n1", peers, "auth-secret": "short" }, /--auth-secret/],

@@ -1,0 +1,33 @@
+/**
+ * Getting this node into the cluster map at start: the first nodes of a cluster seed the stored map from
+ * --peers (whoever writes first wins; the rest read it); every node then registers itself by compare-and-swap:
+ * a new node joins as `joining` (serving clients, owning nothing until a rebalance), a node whose address
+ * changed updates it, and a node that was failed over while away comes back as `joining`.
+ */
+import { FractalError, findNode, type ClusterMap, type ClusterMapStore, type NodeDescriptor } from "../shards/index.js";
+import type { NodeConfig } from "./config.js";
+
+export async function establishMap(store: ClusterMapStore, config: NodeConfig, http: string): Promise<ClusterMap> {
+  if (config.map !== undefined) {
+    await store.bootstrap(config.map);
+  } else if ((await store.read()) === undefined) {
+    throw new FractalError(
+      "unavailable",
+      `there is no cluster map in ${config.objectStore}: start the first nodes with --peers, and give this node the same --object-store`,
+    );
+  }
+  const self: Omit<NodeDescriptor, "state"> = {
+    id: config.id,
+    grpc: `${config.advertiseHost}:${config.grpcPort}`,
+    http,
+    region: config.region,
+  };
+  const { map } = await store.change((m) => {
+    const me = findNode(m, config.id);
+    if (me === undefined) return { nodes: [...m.nodes, { ...self, state: "joining" }] };
+    const state = me.state === "down" ? "joining" : me.state;
+    if (me.grpc === self.grpc && me.http === self.http && me.region === self.region && state === me.state) return undefined;
+    return { nodes: m.nodes.map((n) => (n.id === config.id ? { ...self, state } : n)) };
+  });
+  return map.map;
+}
