@@ -56,6 +56,16 @@ export function wireMessage(m: StoredMessage) {
   return { room: m.room, seq: m.seq, id: m.id, user: m.user, text: m.text, ts: m.ts };
 }
 
+type Handler = (g: Gateway, socket: Socket, state: ClientState, payload: unknown) => Promise<object>;
+
+/** Acked client events and what serves them (a Map: event names like "constructor" must not hit a prototype). */
+const ACKED = new Map<string, Handler>([
+  ["join", (g, socket, state, p) => g.join(socket, state, p)],
+  ["leave", (g, socket, state, p) => g.leave(socket, state, p)],
+  ["send", (g, _socket, state, p) => g.send(state, p)],
+  ["history", (g, _socket, _state, p) => g.history(p)],
+]);
+
 export class Gateway implements FeedSink {
   private readonly feeds = new Map<string, RoomFeed>();
   private readonly states = new WeakMap<Socket, ClientState>();
@@ -132,19 +142,8 @@ export class Gateway implements FeedSink {
     this.states.set(socket, state);
     this.metrics.connectedClients.inc();
 
-    this.handle(socket, "join", state.other, (p) => this.join(socket, state, p));
-    this.handle(socket, "leave", state.other, (p) => this.leave(socket, state, p));
-    this.handle(socket, "send", state.sends, (p) => this.send(state, p));
-    this.handle(socket, "history", state.other, (p) => this.history(p));
-    socket.on("typing", (payload: unknown) => {
-      try {
-        const { room } = parsePayload(TypingPayload, payload);
-        if (!state.rooms.has(room) || !state.other.take()) return;
-        this.router.typing(room, user).catch(() => {});
-      } catch {
-        // typing has no ack: a bad one is dropped
-      }
-    });
+    // One listener per socket for every event (not one closure per event name): idle sockets stay small.
+    socket.onAny((event: string, ...args: unknown[]) => this.dispatch(socket, state, event, args));
     socket.on("disconnect", () => {
       this.metrics.connectedClients.dec();
       for (const [room, entry] of state.rooms) if (entry.joined) this.release(room, user);
@@ -152,16 +151,30 @@ export class Gateway implements FeedSink {
     });
   }
 
-  /** Wires one acked event: validation and routing errors become `{ok: false, error}`; nothing throws out. */
-  private handle(socket: Socket, event: string, bucket: TokenBucket, fn: (payload: unknown) => Promise<object>): void {
-    socket.on(event, (payload: unknown, ack: unknown) => {
-      const reply: Ack = typeof ack === "function" ? (ack as Ack) : () => {};
-      if (!bucket.take()) return this.fail(reply, new FractalError("rate_limited", `too many ${event} requests`));
-      fn(payload).then(
-        (result) => reply({ ok: true, ...result }),
-        (err: unknown) => this.fail(reply, err),
-      );
-    });
+  /** Routes one client event; acked events get `{ok: false, error}` for any failure, nothing throws out. */
+  private dispatch(socket: Socket, state: ClientState, event: string, args: unknown[]): void {
+    const payload = args[0];
+    if (event === "typing") return this.clientTyping(state, payload);
+    const handler = ACKED.get(event);
+    if (handler === undefined) return; // unknown events are ignored (protocol v1)
+    const last = args[args.length - 1];
+    const reply: Ack = typeof last === "function" ? (last as Ack) : () => {};
+    const bucket = event === "send" ? state.sends : state.other;
+    if (!bucket.take()) return this.fail(reply, new FractalError("rate_limited", `too many ${event} requests`));
+    handler(this, socket, state, payload).then(
+      (result) => reply({ ok: true, ...result }),
+      (err: unknown) => this.fail(reply, err),
+    );
+  }
+
+  private clientTyping(state: ClientState, payload: unknown): void {
+    try {
+      const { room } = parsePayload(TypingPayload, payload);
+      if (!state.rooms.get(room)?.joined || !state.other.take()) return;
+      this.router.typing(room, state.user).catch(() => {});
+    } catch {
+      // typing has no ack: a bad one is dropped
+    }
   }
 
   private fail(reply: Ack, err: unknown): void {
@@ -171,7 +184,7 @@ export class Gateway implements FeedSink {
     reply({ ok: false, error: { code: e.clientCode, message: e.message } });
   }
 
-  private async join(socket: Socket, state: ClientState, payload: unknown) {
+  async join(socket: Socket, state: ClientState, payload: unknown) {
     const { room, since } = parsePayload(JoinPayload, payload);
     const generation = ++this.generation;
     let seq: number;
@@ -251,7 +264,7 @@ export class Gateway implements FeedSink {
     }
   }
 
-  private async leave(socket: Socket, state: ClientState, payload: unknown) {
+  async leave(socket: Socket, state: ClientState, payload: unknown) {
     const { room } = parsePayload(LeavePayload, payload);
     if (!state.rooms.get(room)?.joined) throw new FractalError("not_joined", `not joined to room ${room}`);
     state.rooms.delete(room);
@@ -260,14 +273,14 @@ export class Gateway implements FeedSink {
     return {};
   }
 
-  private async send(state: ClientState, payload: unknown) {
+  async send(state: ClientState, payload: unknown) {
     const { room, text, id } = parseSend(payload, this.options.maxTextLength);
     if (!state.rooms.get(room)?.joined) throw new FractalError("not_joined", `join room ${room} before sending to it`);
     const { seq, ts } = await this.router.send(room, state.user, id, text);
     return { seq, ts };
   }
 
-  private async history(payload: unknown) {
+  async history(payload: unknown) {
     const p = parsePayload(HistoryPayload, payload);
     const messages = await this.router.history(p.room, historyQuery(p));
     return { messages: messages.map(wireMessage) };

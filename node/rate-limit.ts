@@ -1,4 +1,9 @@
-/** A token bucket: `rate` tokens per second, holding at most `burst`. One per connection and kind of event. */
+const monotonic = (): number => performance.now();
+
+/**
+ * A token bucket: `rate` tokens per second, holding at most `burst`. One per connection and kind of event,
+ * so it is kept small: two numbers and shared references.
+ */
 export class TokenBucket {
   private tokens: number;
   private last: number;
@@ -6,7 +11,7 @@ export class TokenBucket {
   constructor(
     private readonly rate: number,
     private readonly burst: number,
-    private readonly clock: () => number = () => performance.now(),
+    private readonly clock: () => number = monotonic,
   ) {
     this.tokens = burst;
     this.last = clock();

@@ -167,6 +167,8 @@ export class Checkpointer {
           this.forget(room);
           continue;
         }
+        // Let sends and deliveries run between rooms: a round must not hold the event loop.
+        await new Promise((r) => setImmediate(r));
         try {
           const written = await this.checkpointRoom(room);
           messages += written;

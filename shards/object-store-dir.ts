@@ -6,7 +6,7 @@
  * share the directory. Versions are the SHA-256 of the body, like S3's ETag is an MD5.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
+import { link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
 import { dirname, join, relative, sep } from "node:path";
 import {
   checkObjectKey,
@@ -21,6 +21,8 @@ import {
 const STALE_LOCK_MS = 10_000;
 
 export class DirectoryObjectStore implements ObjectStore {
+  private readonly dirs = new Set<string>();
+
   constructor(readonly root: string) {}
 
   get location(): string {
@@ -41,9 +43,22 @@ export class DirectoryObjectStore implements ObjectStore {
   async put(key: string, body: Buffer, condition?: PutCondition): Promise<ObjectVersion> {
     checkObjectKey(key);
     const file = this.path(key);
-    await mkdir(dirname(file), { recursive: true });
+    await this.ensureDir(dirname(file));
     if (condition?.ifMatch === undefined && condition?.ifNoneMatch === undefined) {
       await this.writeAtomically(file, body);
+      return { version: versionOf(body) };
+    }
+    if (condition.ifMatch === undefined) {
+      // Create-only needs no lock: link() of a complete temp file fails atomically if the name exists.
+      const tmp = await this.writeTemp(file, body);
+      try {
+        await link(tmp, file);
+      } catch (err) {
+        if (isCode(err, "EEXIST")) throw new PreconditionFailedError(key);
+        throw err;
+      } finally {
+        await unlink(tmp).catch(() => {});
+      }
       return { version: versionOf(body) };
     }
     return this.withLock(file, async () => {
@@ -76,9 +91,28 @@ export class DirectoryObjectStore implements ObjectStore {
   }
 
   private async writeAtomically(file: string, body: Buffer): Promise<void> {
+    await rename(await this.writeTemp(file, body), file);
+  }
+
+  private async writeTemp(file: string, body: Buffer): Promise<string> {
     const tmp = `${file}.${randomBytes(6).toString("hex")}.tmp`;
-    await writeFile(tmp, body, { flush: true });
-    await rename(tmp, file);
+    try {
+      await writeFile(tmp, body, { flush: true });
+    } catch (err) {
+      if (!isCode(err, "ENOENT")) throw err;
+      // The directory went away under us (someone removed it): make it again.
+      this.dirs.delete(dirname(file));
+      await this.ensureDir(dirname(file));
+      await writeFile(tmp, body, { flush: true });
+    }
+    return tmp;
+  }
+
+  /** mkdir once per directory per process (it is the hot path of checkpoints). */
+  private async ensureDir(dir: string): Promise<void> {
+    if (this.dirs.has(dir)) return;
+    await mkdir(dir, { recursive: true });
+    this.dirs.add(dir);
   }
 
   private async withLock<T>(file: string, fn: () => Promise<T>): Promise<T> {

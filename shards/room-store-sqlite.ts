@@ -61,6 +61,8 @@ export class SqliteRoomStore implements RoomStore {
   private readonly stmt;
   private readonly appendTx: (messages: readonly StoredMessage[]) => void;
   private readonly deleteTx: (room: string) => void;
+  private readonly checkpointTx: (records: [string, CheckpointRecord][]) => void;
+  private readonly pendingCheckpoints = new Map<string, CheckpointRecord>();
 
   /** Set when the file was unreadable and was moved aside (its rooms are then rebuilt from checkpoints). */
   readonly setAside: string | undefined;
@@ -111,7 +113,11 @@ export class SqliteRoomStore implements RoomStore {
         "SELECT r.room AS room, r.head AS head, coalesce(c.seq, 0) AS checkpointed FROM rooms r LEFT JOIN checkpoints c ON c.room = r.room WHERE r.head > coalesce(c.seq, 0)",
       ),
     };
+    this.checkpointTx = this.db.transaction((records: [string, CheckpointRecord][]) => {
+      for (const [room, record] of records) this.stmt.setCheckpoint.run({ room, ...record });
+    });
     this.deleteTx = this.db.transaction((room: string) => {
+      this.pendingCheckpoints.delete(room);
       this.stmt.deleteMessages.run(room);
       this.stmt.deleteRoom.run(room);
       this.stmt.deleteCheckpoint.run(room);
@@ -160,18 +166,32 @@ export class SqliteRoomStore implements RoomStore {
   }
 
   checkpointOf(room: string): CheckpointRecord | undefined {
-    return this.stmt.checkpointOf.get(room);
+    return this.pendingCheckpoints.get(room) ?? this.stmt.checkpointOf.get(room);
   }
 
+  /**
+   * Checkpoint records are advisory (a lost one only makes a restart re-read the manifest), so they are
+   * written in one transaction per event-loop turn rather than one fsync per room.
+   */
   setCheckpoint(room: string, record: CheckpointRecord): void {
-    this.stmt.setCheckpoint.run({ room, ...record });
+    if (this.pendingCheckpoints.size === 0) setImmediate(() => this.flushCheckpoints());
+    this.pendingCheckpoints.set(room, record);
+  }
+
+  private flushCheckpoints(): void {
+    if (this.pendingCheckpoints.size === 0 || !this.db.open) return;
+    const records = [...this.pendingCheckpoints];
+    this.pendingCheckpoints.clear();
+    this.checkpointTx(records);
   }
 
   uncheckpointed(): RoomHeads[] {
+    this.flushCheckpoints();
     return this.stmt.uncheckpointed.all();
   }
 
   close(): void {
+    this.flushCheckpoints();
     if (this.db.open) this.db.close();
   }
 }
