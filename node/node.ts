@@ -262,7 +262,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     server.closeAllConnections();
     await new Promise<void>((resolve) => server.close(() => resolve()));
     // 5. SQLite last: nothing can write any more.
-    store.close();
+    await store.closeAsync();
     log.info("stopped");
   };
 

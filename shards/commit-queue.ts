@@ -25,6 +25,8 @@ const MAX_BATCH = 2000;
 export class CommitQueue {
   private queue: Entry[] = [];
   private scheduled = false;
+  /** One commit at a time: batches must land in order, and a slow commit makes the next batch bigger. */
+  private committing = false;
   private idle: (() => void)[] = [];
 
   constructor(
@@ -47,7 +49,7 @@ export class CommitQueue {
 
   /** Resolves when every enqueued message has been committed or failed. */
   drained(): Promise<void> {
-    if (this.queue.length === 0 && !this.scheduled) return Promise.resolve();
+    if (this.queue.length === 0 && !this.scheduled && !this.committing) return Promise.resolve();
     return new Promise((resolve) => this.idle.push(resolve));
   }
 
@@ -59,28 +61,47 @@ export class CommitQueue {
 
   private flush(): void {
     this.scheduled = false;
+    if (this.committing) return; // the commit in flight reschedules when it is done
     const batch = this.queue.splice(0, MAX_BATCH);
-    if (this.queue.length > 0) this.schedule();
-    if (batch.length > 0) this.commit(batch);
-    if (this.queue.length === 0 && !this.scheduled) {
-      for (const done of this.idle.splice(0)) done();
-    }
-  }
-
-  private commit(batch: Entry[]): void {
+    if (batch.length === 0) return this.notifyIdle();
+    this.committing = true;
     const ts = this.clock();
     const messages = batch.map((e) => ({ ...e.message, ts }));
+    let durable: Promise<void>;
     try {
-      this.store.append(messages);
+      durable = this.store.appendAsync ? this.store.appendAsync(messages) : Promise.resolve(this.store.append(messages));
     } catch (err) {
-      this.hooks.failed(
-        batch.map((e) => e.message),
-        err,
-      );
-      for (const e of batch) e.reject(err);
-      return;
+      durable = Promise.reject(err);
     }
-    this.hooks.committed(messages);
-    for (let i = 0; i < batch.length; i++) batch[i]!.resolve(messages[i]!);
+    durable.then(
+      () => {
+        this.hooks.committed(messages);
+        for (let i = 0; i < batch.length; i++) batch[i]!.resolve(messages[i]!);
+        this.done();
+      },
+      (err: unknown) => {
+        // Sends queued meanwhile for the same rooms carry seqs after the failed ones: they cannot land either.
+        const rooms = new Set(batch.map((e) => e.message.room));
+        const doomed = this.queue.filter((e) => rooms.has(e.message.room));
+        this.queue = this.queue.filter((e) => !rooms.has(e.message.room));
+        const failed = [...batch, ...doomed];
+        this.hooks.failed(
+          failed.map((e) => e.message),
+          err,
+        );
+        for (const e of failed) e.reject(err);
+        this.done();
+      },
+    );
+  }
+
+  private done(): void {
+    this.committing = false;
+    if (this.queue.length > 0) this.schedule();
+    else this.notifyIdle();
+  }
+
+  private notifyIdle(): void {
+    if (this.queue.length === 0 && !this.scheduled && !this.committing) for (const resolve of this.idle.splice(0)) resolve();
   }
 }

@@ -57,7 +57,8 @@ export async function restoreRoom(
   if (from <= target) {
     for await (const { messages, segment, segments } of chain.messages(room, manifest.manifest, from, target)) {
       // One transaction per segment: bounded memory and bounded event-loop pauses.
-      store.append(messages);
+      if (store.appendAsync) await store.appendAsync(messages);
+      else store.append(messages);
       restored += messages.length;
       options.onProgress?.({ room, phase: "write", segmentsDone: segment, segmentsTotal: segments, messages: restored, target });
     }

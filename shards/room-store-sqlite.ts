@@ -11,6 +11,7 @@
  */
 import Database from "better-sqlite3";
 import { existsSync, mkdirSync, renameSync } from "node:fs";
+import { Worker } from "node:worker_threads";
 import { dirname } from "node:path";
 import {
   checkContiguous,
@@ -66,6 +67,10 @@ export class SqliteRoomStore implements RoomStore {
 
   /** Set when the file was unreadable and was moved aside (its rooms are then rebuilt from checkpoints). */
   readonly setAside: string | undefined;
+  /** The writer thread (file databases only): commits run there, reads stay here (WAL allows both). */
+  private readonly writer: Worker | undefined;
+  private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
+  private nextRequest = 0;
 
   constructor(file: string) {
     if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
@@ -122,6 +127,21 @@ export class SqliteRoomStore implements RoomStore {
       this.stmt.deleteRoom.run(room);
       this.stmt.deleteCheckpoint.run(room);
     });
+    if (file !== ":memory:") {
+      this.writer = new Worker(new URL("./sqlite-writer.worker.js", import.meta.url), { workerData: { file } });
+      this.writer.on("message", (m: { id: number; ok: boolean; message?: string; code?: string }) => {
+        const w = this.waiting.get(m.id);
+        if (w === undefined) return;
+        this.waiting.delete(m.id);
+        if (m.ok) w.resolve();
+        else w.reject(Object.assign(new Error(m.message ?? "SQLite write failed"), { code: m.code }));
+      });
+      this.writer.on("error", (err) => {
+        for (const w of this.waiting.values()) w.reject(err);
+        this.waiting.clear();
+      });
+      this.writer.unref();
+    }
     this.appendTx = this.db.transaction((messages: readonly StoredMessage[]) => {
       checkContiguous(messages, (room) => this.head(room));
       const heads = new Map<string, number>();
@@ -143,6 +163,21 @@ export class SqliteRoomStore implements RoomStore {
 
   append(messages: readonly StoredMessage[]): void {
     if (messages.length > 0) this.appendTx(messages);
+  }
+
+  appendAsync(messages: readonly StoredMessage[]): Promise<void> {
+    if (this.writer === undefined) return Promise.resolve(this.append(messages));
+    if (messages.length === 0) return Promise.resolve();
+    return this.request({ op: "append", messages });
+  }
+
+  private request(msg: object): Promise<void> {
+    const writer = this.writer!;
+    return new Promise((resolve, reject) => {
+      const id = ++this.nextRequest;
+      this.waiting.set(id, { resolve, reject });
+      writer.postMessage({ id, ...msg });
+    });
   }
 
   history(room: string, query: HistoryQuery): StoredMessage[] {
@@ -181,17 +216,38 @@ export class SqliteRoomStore implements RoomStore {
   private flushCheckpoints(): void {
     if (this.pendingCheckpoints.size === 0 || !this.db.open) return;
     const records = [...this.pendingCheckpoints];
+    if (this.writer !== undefined) {
+      // Through the writer thread like every other write; pending ones stay readable until written.
+      void this.request({ op: "checkpoints", records }).then(
+        () => {
+          for (const [room, r] of records) if (this.pendingCheckpoints.get(room) === r) this.pendingCheckpoints.delete(room);
+        },
+        () => {},
+      );
+      return;
+    }
     this.pendingCheckpoints.clear();
     this.checkpointTx(records);
   }
 
   uncheckpointed(): RoomHeads[] {
-    this.flushCheckpoints();
-    return this.stmt.uncheckpointed.all();
+    const rows = this.stmt.uncheckpointed.all();
+    // Records still on their way to the writer count too.
+    return rows.filter((r) => (this.pendingCheckpoints.get(r.room)?.seq ?? 0) < r.head);
+  }
+
+  /** Writes what is pending, stops the writer thread and closes both connections. */
+  async closeAsync(): Promise<void> {
+    if (this.writer !== undefined && this.db.open) {
+      if (this.pendingCheckpoints.size > 0) await this.request({ op: "checkpoints", records: [...this.pendingCheckpoints] }).catch(() => {});
+      await this.request({ op: "close" }).catch(() => {});
+    }
+    this.close();
   }
 
   close(): void {
-    this.flushCheckpoints();
+    if (this.writer === undefined) this.flushCheckpoints();
+    else void this.writer.terminate();
     if (this.db.open) this.db.close();
   }
 }

@@ -57,6 +57,11 @@ export interface RoomStore {
   /** The earlier send with this idempotency key, if any. */
   findSend(room: string, user: string, id: string): SendRecord | undefined;
   append(messages: readonly StoredMessage[]): void;
+  /**
+   * The same as `append`, done off the event loop where the implementation can (resolves once durable).
+   * Calls are applied in the order they are made.
+   */
+  appendAsync?(messages: readonly StoredMessage[]): Promise<void>;
   history(room: string, query: HistoryQuery): StoredMessage[];
   /** Rooms that hold at least one message. */
   rooms(): string[];

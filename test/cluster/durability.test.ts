@@ -33,6 +33,12 @@ import { S3_CREDENTIALS, startTestS3, type TestS3 } from "../helpers/s3.js";
 
 const run = promisify(execFile);
 const INTERVAL_MS = 500;
+/**
+ * Leases live in the object store, so an object-store outage longer than the lease fences every node (safety
+ * over availability, see the README). These tests are about checkpoints, not failover: a long lease keeps a
+ * restarted owner the owner and lets the outage test run longer than the default lease.
+ */
+const LONG_LEASE = ["--lease-ttl", "120s"];
 
 interface Acked {
   seq: number;
@@ -134,7 +140,7 @@ describe("cluster: durable rooms (local directory object store)", function () {
   let c: TestCluster;
   before(async function () {
     this.timeout(60_000);
-    c = await startCluster({ nodes: 3, extraArgs: ["--checkpoint-interval", `${INTERVAL_MS}ms`] });
+    c = await startCluster({ nodes: 3, extraArgs: ["--checkpoint-interval", `${INTERVAL_MS}ms`, ...LONG_LEASE] });
   });
   after(async () => {
     await c?.stopAll();
@@ -235,7 +241,7 @@ describe("cluster: durable rooms (S3 object store over the S3 protocol)", functi
     await s3.createBucket(bucket);
     c = await startCluster({
       nodes: 3,
-      extraArgs: ["--checkpoint-interval", `${INTERVAL_MS}ms`, "--object-store", `s3://${bucket}/chat`, "--s3-endpoint", s3.endpoint],
+      extraArgs: ["--checkpoint-interval", `${INTERVAL_MS}ms`, "--object-store", `s3://${bucket}/chat`, "--s3-endpoint", s3.endpoint, ...LONG_LEASE],
       env: { AWS_ACCESS_KEY_ID: S3_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: S3_CREDENTIALS.secretAccessKey, AWS_REGION: "us-east-1" },
     });
   });

@@ -29,7 +29,9 @@ import {
 
 describe("cluster: node failures", function () {
   this.timeout(60_000);
-  const cluster = useCluster({ nodes: 3 });
+  // A long lease: these tests restart a killed owner on its own disk and expect it to stay the owner
+  // (failover to other nodes is tested in failover.test.ts).
+  const cluster = useCluster({ nodes: 3, extraArgs: ["--lease-ttl", "120s"] });
 
   // Stops a background send load if its test fails or times out, so it cannot spill into later tests.
   let abortLoad: (() => void) | undefined;

@@ -1,0 +1,48 @@
+// The SQLite writer thread of SqliteRoomStore. Commits (and their fsync) run here, off the node's event loop,
+// so a slow disk delays acknowledgements but never stalls deliveries. Plain JavaScript on purpose: a worker
+// thread does not inherit the TypeScript loader that runs the rest of the node.
+import Database from "better-sqlite3";
+import { parentPort, workerData } from "node:worker_threads";
+
+const db = new Database(workerData.file);
+db.pragma("journal_mode = WAL");
+db.pragma("synchronous = FULL");
+db.pragma("busy_timeout = 5000");
+
+const head = db.prepare("SELECT head FROM rooms WHERE room = ?");
+const setHead = db.prepare("INSERT INTO rooms (room, head) VALUES (?, ?) ON CONFLICT(room) DO UPDATE SET head = excluded.head");
+const insert = db.prepare("INSERT INTO messages (room, seq, id, user, text, ts) VALUES (@room, @seq, @id, @user, @text, @ts)");
+const setCheckpoint = db.prepare(
+  "INSERT INTO checkpoints (room, seq, version, at) VALUES (@room, @seq, @version, @at) ON CONFLICT(room) DO UPDATE SET seq = excluded.seq, version = excluded.version, at = excluded.at",
+);
+
+// Same contract as the main-thread append: consecutive seqs per room, all or nothing.
+const append = db.transaction((messages) => {
+  const next = new Map();
+  for (const m of messages) {
+    const expected = (next.get(m.room) ?? head.get(m.room)?.head ?? 0) + 1;
+    if (m.seq !== expected) throw new Error(`room ${m.room}: append seq ${m.seq} but expected ${expected} (gap or second writer)`);
+    next.set(m.room, m.seq);
+    insert.run(m);
+  }
+  for (const [room, seq] of next) setHead.run(room, seq);
+});
+const checkpoints = db.transaction((records) => {
+  for (const [room, r] of records) setCheckpoint.run({ room, ...r });
+});
+
+parentPort.on("message", (msg) => {
+  try {
+    if (msg.op === "append") append(msg.messages);
+    else if (msg.op === "checkpoints") checkpoints(msg.records);
+    else if (msg.op === "close") {
+      db.close();
+      parentPort.postMessage({ id: msg.id, ok: true });
+      parentPort.close();
+      return;
+    }
+    parentPort.postMessage({ id: msg.id, ok: true });
+  } catch (err) {
+    parentPort.postMessage({ id: msg.id, ok: false, message: err.message, code: err.code });
+  }
+});
