@@ -66,10 +66,24 @@ export function checkText(text: unknown, maxTextLength: number): string {
   if (typeof text !== "string") throw new FractalError("bad_request", "text must be a string");
   // Cheap bound first: a string longer than 2 UTF-16 units per character cannot fit.
   if (text.length > maxTextLength * 2) throw tooLarge(maxTextLength);
-  const chars = [...text].length;
-  if (chars === 0 || text.trim().length === 0) throw new FractalError("bad_request", "text must not be empty");
-  if (chars > maxTextLength) throw tooLarge(maxTextLength);
+  if (text.trim().length === 0) throw new FractalError("bad_request", "text must not be empty");
+  // A string of at most max UTF-16 units has at most max characters: count code points only beyond that.
+  if (text.length > maxTextLength && codePoints(text) > maxTextLength) throw tooLarge(maxTextLength);
   return text;
+}
+
+function codePoints(text: string): number {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0xd800 || c > 0xdbff || i + 1 === text.length) n++;
+    else {
+      const d = text.charCodeAt(i + 1);
+      n++;
+      if (d >= 0xdc00 && d <= 0xdfff) i++;
+    }
+  }
+  return n;
 }
 
 function tooLarge(max: number): FractalError {

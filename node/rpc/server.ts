@@ -3,7 +3,7 @@
  * Peer input is validated like client input (invariant 7): a malformed request gets bad_request, never a crash.
  */
 import * as grpc from "@grpc/grpc-js";
-import { PeerService, type PeerServer, type EventBatch, type SubscribeCommand } from "../../proto/gen/fractal.js";
+import { PeerService, type PeerServer, type EventBatch, type SendBatchRequest, type SubscribeCommand } from "../../proto/gen/fractal.js";
 import { FractalError, NODE_ID_PATTERN, type RoomEvent } from "../../shards/index.js";
 import { USER_NAME_PATTERN } from "../auth.js";
 import type { Logger } from "../log.js";
@@ -55,6 +55,27 @@ export function peerImplementation(deps: PeerServerDeps): PeerServer {
     }
   };
 
+  /** Runs the sends of one batch concurrently (they enqueue in order, so seqs follow the batch's order). */
+  const sendBatch = async (req: SendBatchRequest) => {
+    const c = caller(req.caller);
+    await seeEpoch(c);
+    if (req.sends.length > 1000) throw new FractalError("bad_request", "at most 1000 sends per batch");
+    return Promise.all(
+      req.sends.map(async (item) => {
+        try {
+          if (item.id.length === 0 || item.id.length > MAX_SEND_ID_LENGTH) throw new FractalError("bad_request", "bad send id");
+          const text = checkText(item.text, deps.maxTextLength);
+          const r = await owner.send(c, checkRoomId(item.room), user(item.user), item.id, text);
+          return { seq: r.seq, ts: r.ts, errorCode: "", errorMessage: "", epoch: 0 };
+        } catch (err) {
+          const e = err instanceof FractalError ? err : new FractalError("internal", String(err));
+          if (e.code === "internal") log.error({ err }, "batched send failed");
+          return { seq: 0, ts: 0, errorCode: e.code, errorMessage: e.message, epoch: e.epoch ?? 0 };
+        }
+      }),
+    );
+  };
+
   /** Runs a unary handler: validation errors and owner errors become Fractal status trailers. */
   function unary<Req, Res>(method: string, handler: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
     return (call, callback) => {
@@ -90,6 +111,20 @@ export function peerImplementation(deps: PeerServerDeps): PeerServer {
       const text = checkText(req.text, deps.maxTextLength);
       return owner.send(caller(req.caller), checkRoomId(req.room), user(req.user), req.id, text);
     }),
+    sendStream: (stream) => {
+      stream.on("data", (req: SendBatchRequest) => {
+        void (async () => {
+          const results = await sendBatch(req);
+          stream.write({ batch: req.batch, results });
+        })().catch((err: unknown) => {
+          const e = err instanceof FractalError ? err : new FractalError("internal", String(err));
+          const failed = { seq: 0, ts: 0, errorCode: e.code, errorMessage: e.message, epoch: e.epoch ?? 0 };
+          stream.write({ batch: req.batch, results: req.sends.map(() => failed) });
+        });
+      });
+      stream.on("end", () => stream.end());
+      stream.on("error", () => {});
+    },
     history: unary("history", async (req) => {
       if (req.limit < 1 || req.limit > MAX_HISTORY_LIMIT) throw new FractalError("bad_request", "bad history limit");
       const messages = await owner.history(caller(req.caller), checkRoomId(req.room), {

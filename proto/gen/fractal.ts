@@ -113,6 +113,35 @@ export interface SendRequest {
   text: string;
 }
 
+export interface SendBatchRequest {
+  caller: Caller | undefined;
+  sends: SendItem[];
+  /** Chosen by the caller, unique on the stream; echoed in the reply. */
+  batch: number;
+}
+
+export interface SendItem {
+  room: string;
+  user: string;
+  id: string;
+  text: string;
+}
+
+export interface SendBatchReply {
+  results: SendResult[];
+  batch: number;
+}
+
+/** The result of one item: seq and ts on success, or a Fractal error code. */
+export interface SendResult {
+  seq: number;
+  ts: number;
+  errorCode: string;
+  errorMessage: string;
+  /** For wrong_owner: the refusing node's epoch. */
+  epoch: number;
+}
+
 export interface SendReply {
   seq: number;
   /** Owner's commit time, ms since the Unix epoch. */
@@ -1441,6 +1470,452 @@ export const SendRequest: MessageFns<SendRequest> = {
     message.user = object.user ?? "";
     message.id = object.id ?? "";
     message.text = object.text ?? "";
+    return message;
+  },
+};
+
+function createBaseSendBatchRequest(): SendBatchRequest {
+  return { caller: undefined, sends: [], batch: 0 };
+}
+
+export const SendBatchRequest: MessageFns<SendBatchRequest> = {
+  encode(message: SendBatchRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.caller !== undefined) {
+      Caller.encode(message.caller, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.sends) {
+      SendItem.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.batch !== 0) {
+      writer.uint32(24).uint64(message.batch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SendBatchRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSendBatchRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.caller = Caller.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sends.push(SendItem.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.batch = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SendBatchRequest {
+    return {
+      caller: isSet(object.caller) ? Caller.fromJSON(object.caller) : undefined,
+      sends: globalThis.Array.isArray(object?.sends) ? object.sends.map((e: any) => SendItem.fromJSON(e)) : [],
+      batch: isSet(object.batch) ? globalThis.Number(object.batch) : 0,
+    };
+  },
+
+  toJSON(message: SendBatchRequest): unknown {
+    const obj: any = {};
+    if (message.caller !== undefined) {
+      obj.caller = Caller.toJSON(message.caller);
+    }
+    if (message.sends?.length) {
+      obj.sends = message.sends.map((e) => SendItem.toJSON(e));
+    }
+    if (message.batch !== 0) {
+      obj.batch = Math.round(message.batch);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SendBatchRequest>, I>>(base?: I): SendBatchRequest {
+    return SendBatchRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SendBatchRequest>, I>>(object: I): SendBatchRequest {
+    const message = createBaseSendBatchRequest();
+    message.caller = (object.caller !== undefined && object.caller !== null)
+      ? Caller.fromPartial(object.caller)
+      : undefined;
+    message.sends = object.sends?.map((e) => SendItem.fromPartial(e)) || [];
+    message.batch = object.batch ?? 0;
+    return message;
+  },
+};
+
+function createBaseSendItem(): SendItem {
+  return { room: "", user: "", id: "", text: "" };
+}
+
+export const SendItem: MessageFns<SendItem> = {
+  encode(message: SendItem, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.room !== "") {
+      writer.uint32(10).string(message.room);
+    }
+    if (message.user !== "") {
+      writer.uint32(18).string(message.user);
+    }
+    if (message.id !== "") {
+      writer.uint32(26).string(message.id);
+    }
+    if (message.text !== "") {
+      writer.uint32(34).string(message.text);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SendItem {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSendItem();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.room = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.user = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.text = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SendItem {
+    return {
+      room: isSet(object.room) ? globalThis.String(object.room) : "",
+      user: isSet(object.user) ? globalThis.String(object.user) : "",
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      text: isSet(object.text) ? globalThis.String(object.text) : "",
+    };
+  },
+
+  toJSON(message: SendItem): unknown {
+    const obj: any = {};
+    if (message.room !== "") {
+      obj.room = message.room;
+    }
+    if (message.user !== "") {
+      obj.user = message.user;
+    }
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.text !== "") {
+      obj.text = message.text;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SendItem>, I>>(base?: I): SendItem {
+    return SendItem.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SendItem>, I>>(object: I): SendItem {
+    const message = createBaseSendItem();
+    message.room = object.room ?? "";
+    message.user = object.user ?? "";
+    message.id = object.id ?? "";
+    message.text = object.text ?? "";
+    return message;
+  },
+};
+
+function createBaseSendBatchReply(): SendBatchReply {
+  return { results: [], batch: 0 };
+}
+
+export const SendBatchReply: MessageFns<SendBatchReply> = {
+  encode(message: SendBatchReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      SendResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.batch !== 0) {
+      writer.uint32(16).uint64(message.batch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SendBatchReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSendBatchReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(SendResult.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.batch = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SendBatchReply {
+    return {
+      results: globalThis.Array.isArray(object?.results) ? object.results.map((e: any) => SendResult.fromJSON(e)) : [],
+      batch: isSet(object.batch) ? globalThis.Number(object.batch) : 0,
+    };
+  },
+
+  toJSON(message: SendBatchReply): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => SendResult.toJSON(e));
+    }
+    if (message.batch !== 0) {
+      obj.batch = Math.round(message.batch);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SendBatchReply>, I>>(base?: I): SendBatchReply {
+    return SendBatchReply.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SendBatchReply>, I>>(object: I): SendBatchReply {
+    const message = createBaseSendBatchReply();
+    message.results = object.results?.map((e) => SendResult.fromPartial(e)) || [];
+    message.batch = object.batch ?? 0;
+    return message;
+  },
+};
+
+function createBaseSendResult(): SendResult {
+  return { seq: 0, ts: 0, errorCode: "", errorMessage: "", epoch: 0 };
+}
+
+export const SendResult: MessageFns<SendResult> = {
+  encode(message: SendResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.seq !== 0) {
+      writer.uint32(8).uint64(message.seq);
+    }
+    if (message.ts !== 0) {
+      writer.uint32(16).uint64(message.ts);
+    }
+    if (message.errorCode !== "") {
+      writer.uint32(26).string(message.errorCode);
+    }
+    if (message.errorMessage !== "") {
+      writer.uint32(34).string(message.errorMessage);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(40).uint64(message.epoch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SendResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSendResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.seq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.ts = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.errorCode = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.errorMessage = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SendResult {
+    return {
+      seq: isSet(object.seq) ? globalThis.Number(object.seq) : 0,
+      ts: isSet(object.ts) ? globalThis.Number(object.ts) : 0,
+      errorCode: isSet(object.errorCode)
+        ? globalThis.String(object.errorCode)
+        : isSet(object.error_code)
+        ? globalThis.String(object.error_code)
+        : "",
+      errorMessage: isSet(object.errorMessage)
+        ? globalThis.String(object.errorMessage)
+        : isSet(object.error_message)
+        ? globalThis.String(object.error_message)
+        : "",
+      epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
+    };
+  },
+
+  toJSON(message: SendResult): unknown {
+    const obj: any = {};
+    if (message.seq !== 0) {
+      obj.seq = Math.round(message.seq);
+    }
+    if (message.ts !== 0) {
+      obj.ts = Math.round(message.ts);
+    }
+    if (message.errorCode !== "") {
+      obj.errorCode = message.errorCode;
+    }
+    if (message.errorMessage !== "") {
+      obj.errorMessage = message.errorMessage;
+    }
+    if (message.epoch !== 0) {
+      obj.epoch = Math.round(message.epoch);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SendResult>, I>>(base?: I): SendResult {
+    return SendResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SendResult>, I>>(object: I): SendResult {
+    const message = createBaseSendResult();
+    message.seq = object.seq ?? 0;
+    message.ts = object.ts ?? 0;
+    message.errorCode = object.errorCode ?? "";
+    message.errorMessage = object.errorMessage ?? "";
+    message.epoch = object.epoch ?? 0;
     return message;
   },
 };
@@ -3823,6 +4298,21 @@ export const PeerService = {
     responseSerialize: (value: SendReply): Buffer => Buffer.from(SendReply.encode(value).finish()),
     responseDeserialize: (value: Buffer): SendReply => SendReply.decode(value),
   },
+  /**
+   * The forwarding path for sends under load: one long-lived stream per pair of nodes carrying batches (the
+   * caller coalesces the sends of one event-loop turn per owner). Each item gets its own result, in order,
+   * with the same semantics as Send; replies carry the batch number they answer (batches may complete out of
+   * order).
+   */
+  sendStream: {
+    path: "/fractal.v1.Peer/SendStream" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: SendBatchRequest): Buffer => Buffer.from(SendBatchRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SendBatchRequest => SendBatchRequest.decode(value),
+    responseSerialize: (value: SendBatchReply): Buffer => Buffer.from(SendBatchReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SendBatchReply => SendBatchReply.decode(value),
+  },
   /** Reads committed messages by seq range, ascending. */
   history: {
     path: "/fractal.v1.Peer/History" as const,
@@ -3952,6 +4442,13 @@ export interface PeerServer extends UntypedServiceImplementation {
   leave: handleUnaryCall<LeaveRequest, Empty>;
   /** Appends a message; idempotent by (user, room, id). Replies after the owner's commit. */
   send: handleUnaryCall<SendRequest, SendReply>;
+  /**
+   * The forwarding path for sends under load: one long-lived stream per pair of nodes carrying batches (the
+   * caller coalesces the sends of one event-loop turn per owner). Each item gets its own result, in order,
+   * with the same semantics as Send; replies carry the batch number they answer (batches may complete out of
+   * order).
+   */
+  sendStream: handleBidiStreamingCall<SendBatchRequest, SendBatchReply>;
   /** Reads committed messages by seq range, ascending. */
   history: handleUnaryCall<HistoryRequest, HistoryReply>;
   /** A user is typing; fanned out, never stored. */
@@ -4026,6 +4523,15 @@ export interface PeerClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SendReply) => void,
   ): ClientUnaryCall;
+  /**
+   * The forwarding path for sends under load: one long-lived stream per pair of nodes carrying batches (the
+   * caller coalesces the sends of one event-loop turn per owner). Each item gets its own result, in order,
+   * with the same semantics as Send; replies carry the batch number they answer (batches may complete out of
+   * order).
+   */
+  sendStream(): ClientDuplexStream<SendBatchRequest, SendBatchReply>;
+  sendStream(options: Partial<CallOptions>): ClientDuplexStream<SendBatchRequest, SendBatchReply>;
+  sendStream(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<SendBatchRequest, SendBatchReply>;
   /** Reads committed messages by seq range, ascending. */
   history(
     request: HistoryRequest,
