@@ -7,6 +7,27 @@
 import { FractalError, findNode, type ClusterMap, type ClusterMapStore, type NodeDescriptor } from "../shards/index.js";
 import type { NodeConfig } from "./config.js";
 
+/** establishMap, retried while the object store is unreachable or busy (up to `patienceMs`). */
+export async function establishMapPatiently(
+  store: ClusterMapStore,
+  config: NodeConfig,
+  http: string,
+  onRetry: (err: unknown, delayMs: number) => void,
+  patienceMs = 60_000,
+): Promise<ClusterMap> {
+  const deadline = Date.now() + patienceMs;
+  for (let delay = 200; ; delay = Math.min(5000, delay * 2)) {
+    try {
+      return await establishMap(store, config, http);
+    } catch (err) {
+      const permanent = err instanceof FractalError && err.code === "bad_request";
+      if (permanent || Date.now() + delay > deadline) throw err;
+      onRetry(err, delay);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
 export async function establishMap(store: ClusterMapStore, config: NodeConfig, http: string): Promise<ClusterMap> {
   if (config.map !== undefined) {
     await store.bootstrap(config.map);

@@ -43,6 +43,10 @@ export const NODE_FLAGS = {
   "checkpoint-interval": { help: "how often rooms with new messages are checkpointed (e.g. 1s, 500ms)", default: "1s" },
   "checkpoint-concurrency": { help: "rooms checkpointed at once", default: "8" },
   "checkpoint-retention": { help: "how long replaced checkpoint segments are kept (e.g. 24h, 0s)", default: "24h" },
+  "checkpoint-backlog": {
+    help: "most messages a room may have acknowledged but not yet checkpointed (writes wait beyond it); a failover skips this many seqs",
+    default: "10000",
+  },
   "lease-ttl": { help: "how long a node may go without renewing its lease before peers fail it over", default: "5s" },
   "log-level": { help: "pino log level: fatal, error, warn, info, debug, trace, silent", default: "info" },
 } as const satisfies Record<string, { help: string; default?: string }>;
@@ -70,6 +74,7 @@ const schema = z.object({
   "checkpoint-interval": duration.refine((ms) => ms >= 10, "must be at least 10ms"),
   "checkpoint-concurrency": positiveInt.max(256),
   "checkpoint-retention": duration,
+  "checkpoint-backlog": positiveInt.max(100_000_000),
   "lease-ttl": duration.refine((ms) => ms >= 1000, "must be at least 1s"),
   "log-level": z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
 });
@@ -98,6 +103,7 @@ export interface NodeConfig {
   readonly checkpointIntervalMs: number;
   readonly checkpointConcurrency: number;
   readonly checkpointRetentionMs: number;
+  readonly checkpointBacklog: number;
   readonly logLevel: string;
 }
 
@@ -153,6 +159,7 @@ export function parseNodeConfig(flags: RawFlags, env: NodeJS.ProcessEnv = proces
     checkpointIntervalMs: c["checkpoint-interval"],
     checkpointConcurrency: c["checkpoint-concurrency"],
     checkpointRetentionMs: c["checkpoint-retention"],
+    checkpointBacklog: c["checkpoint-backlog"],
     logLevel: c["log-level"],
   };
 }

@@ -114,6 +114,10 @@ export class Gateway implements FeedSink {
     this.io.to(liveRoom(room)).emit("typing", { room, user });
   }
 
+  gap(room: string, after: number, next: number): void {
+    this.io.to(liveRoom(room)).emit("gap", { room, after, next });
+  }
+
   reset(room: string, seq: number): void {
     // Extension of protocol v1: history was restored to `seq`; clients drop what they hold above it.
     this.io.to(liveRoom(room)).emit("reset", { room, seq });
@@ -229,7 +233,6 @@ export class Gateway implements FeedSink {
     if (feed === undefined) return;
     const current = () => socket.connected && state.rooms.get(room)?.generation === generation;
     let cursor = since;
-    let first = true;
     const started = Date.now();
     while (current()) {
       if (cursor >= feed.position && feed.whenAt(cursor, () => current() && socket.join(liveRoom(room)))) return;
@@ -246,14 +249,13 @@ export class Gateway implements FeedSink {
         continue;
       }
       if (!current()) return;
-      const head = page[0];
-      if (first && head !== undefined && head.seq > cursor + 1) {
-        // Older messages are gone (retention): say so instead of skipping silently (invariant 5).
-        socket.emit("gap", { room, after: cursor, next: head.seq });
-      }
-      first = false;
       for (const m of page) {
         if (m.seq <= cursor) continue;
+        if (m.seq > cursor + 1) {
+          // Seqs that do not exist (skipped after a failover, or past retention): say so instead of skipping
+          // silently (invariant 5).
+          socket.emit("gap", { room, after: cursor, next: m.seq });
+        }
         socket.emit("message", wireMessage(m));
         cursor = m.seq;
       }

@@ -31,7 +31,7 @@ import { LocalOwner } from "./owner.js";
 import { PeerPool } from "./peer-pool.js";
 import { createPeerServer } from "./rpc/server.js";
 import { Router } from "./router.js";
-import { establishMap } from "./cluster-map-setup.js";
+import { establishMapPatiently } from "./cluster-map-setup.js";
 import { Liveness, leaseOptions } from "./liveness.js";
 import { OwnershipTransfer } from "./transfer.js";
 import { ClusterAdmin, LocalAdmin } from "./admin.js";
@@ -71,7 +71,9 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
   const mapStore = new ClusterMapStore(objects);
   const membership: Membership = new Membership(
     config.id,
-    await establishMap(mapStore, config, http),
+    await establishMapPatiently(mapStore, config, http, (err, retryInMs) =>
+      log.warn({ err: (err as Error).message, retryInMs }, "cannot read or join the cluster map yet; retrying"),
+    ),
     async (): Promise<ClusterMap> => (await mapStore.read())?.map ?? membership.map,
   );
   const lease = new LeaseKeeper(objects, config.id, leaseOptions(config.leaseTtlMs), (valid) =>
@@ -100,7 +102,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     },
     onStale: (room, err) => log.error({ room, err: err.message }, "a newer owner checkpoints this room; stopped writing it"),
   });
-  const rebuilder = new RoomRebuilder(store, chain);
+  const rebuilder = new RoomRebuilder(store, chain, config.checkpointBacklog, (room) => checkpointer.flush([room], { force: true }));
   const rooms = new OwnedRooms(store, (messages) => {
     metrics.messagesCommitted.inc(messages.length);
     metrics.commitBatchSize.observe(messages.length);
@@ -111,7 +113,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     roomsFollowed: () => gateway?.followedRooms ?? 0,
     checkpointLag: () => checkpointer.lag(),
   });
-  const owner = new LocalOwner(config.id, membership, rooms, { rebuilder, chain, checkpointer }, config.forwardTimeoutMs);
+  const owner = new LocalOwner(config.id, membership, rooms, { rebuilder, chain, checkpointer }, config.forwardTimeoutMs, config.checkpointBacklog);
   const peers = new PeerPool(membership, config.forwardTimeoutMs, log);
   const transfer = new OwnershipTransfer({
     self: config.id,
@@ -123,6 +125,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     peers,
     log,
     handoffTimeoutMs: config.leaseTtlMs,
+    backlog: config.checkpointBacklog,
   });
   owner.leaseValid = () => lease.valid;
   owner.settle = (room) => transfer.ensureSettled(room);

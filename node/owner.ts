@@ -42,6 +42,8 @@ export class LocalOwner implements OwnerApi, OwnerEvents {
     },
     /** How long an operation waits for a room being rebuilt before answering unavailable. */
     private readonly rebuildWaitMs = 2000,
+    /** Most messages a room may hold that are acknowledged but not in object storage yet. */
+    private readonly backlog = Number.MAX_SAFE_INTEGER,
   ) {}
 
   async join(caller: Caller, room: string, user: string): Promise<JoinResult> {
@@ -62,6 +64,13 @@ export class LocalOwner implements OwnerApi, OwnerEvents {
     // nothing yields, so a write is accepted only by a node that owns the room and holds its lease now.
     if (!this.leaseValid()) throw new FractalError("unavailable", `node ${this.self} cannot renew its lease; refusing writes`);
     this.checkOwner(room);
+    // The backlog bound is what makes failover safe: a dead owner can have acknowledged at most `backlog`
+    // seqs beyond the chain, so its successor starts after them and no seq is ever given twice.
+    const unsaved = actor.assignedSeq - (this.rooms.store.checkpointOf(room)?.seq ?? 0);
+    if (unsaved >= this.backlog) {
+      void this.durability.checkpointer.flush([room]).catch(() => undefined);
+      throw new FractalError("unavailable", `room ${room} has ${unsaved} messages not yet in object storage; retry shortly`);
+    }
     return actor.send({ user, id, text });
   }
 

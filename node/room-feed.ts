@@ -21,6 +21,8 @@ export interface FeedSink {
   resubscribed(room: string): void;
   /** The room's history now ends at `seq` (restored to an earlier point): messages above it are gone. */
   reset(room: string, seq: number): void;
+  /** Seqs after `after` and before `next` do not exist (skipped or lost). */
+  gap(room: string, after: number, next: number): void;
 }
 
 export interface FeedSource {
@@ -176,15 +178,16 @@ export class RoomFeed {
           continue;
         }
         for (const m of page) if (m.seq > this.cursor) this.pending.set(m.seq, m);
-        if (page.length === 0 && !this.pending.has(this.cursor + 1)) {
+        if (!this.pending.has(this.cursor + 1)) {
           if (this.pending.size === 0) {
             this.known = this.cursor; // the owner has nothing more: what we believed existed does not
             break;
           }
-          // Later seqs were seen but the owner no longer has the ones before them (lost with its state).
-          // Skip the hole rather than stall the room forever.
+          // The owner has no messages between the cursor and what comes next: seqs skipped after a failover
+          // (or lost with an owner's disk). Say so and go on rather than stall the room.
           const next = Math.min(...this.pending.keys());
-          this.log.warn({ room: this.room, from: this.cursor + 1, to: next - 1 }, "skipping seqs the owner no longer has");
+          this.log.info({ room: this.room, after: this.cursor, next }, "room history has a gap");
+          this.sink.gap(this.room, this.cursor, next);
           this.cursor = next - 1;
           this.admitThrough(this.cursor);
         }

@@ -30,6 +30,8 @@ export interface TransferDeps {
   readonly log: Logger;
   /** How long to keep asking a live previous owner for a handoff before falling back to the chain. */
   readonly handoffTimeoutMs: number;
+  /** Seqs a dead owner may have acknowledged beyond its chain (the checkpoint backlog bound). */
+  readonly backlog: number;
 }
 
 export interface TakeOverResult {
@@ -71,8 +73,17 @@ export class OwnershipTransfer {
     const started = performance.now();
     const head = await this.d.rebuilder.exclusive(room, async () => {
       const from = change?.from;
-      if (from !== undefined && from !== this.d.self && this.isAlive(from)) await this.askHandoff(from, room);
-      const head = await this.syncWithChain(room);
+      const handedOff = from !== undefined && from !== this.d.self && this.isAlive(from) && (await this.askHandoff(from, room));
+      let head = await this.syncWithChain(room);
+      if (!handedOff && from !== this.d.self && head > 0) {
+        // No handoff: the previous owner may have acknowledged up to `backlog` seqs the chain does not have.
+        // Start after them; clients see the hole as a gap instead of two messages with one seq.
+        head += this.d.backlog;
+        await this.d.rooms.store.skipTo(room, head);
+        this.d.checkpointer.forget(room);
+        // Record the skip in the chain now, so the backlog bound counts from here (and survives us).
+        await this.d.checkpointer.flush([room], { force: true });
+      }
       this.d.checkpointer.forget(room);
       this.d.rooms.peek(room)?.reset();
       return head;
@@ -88,17 +99,18 @@ export class OwnershipTransfer {
     return n !== undefined && n.state !== "down";
   }
 
-  private async askHandoff(from: string, room: string): Promise<void> {
+  /** True when the previous owner handed the room off (everything it acknowledged is in the chain). */
+  private async askHandoff(from: string, room: string): Promise<boolean> {
     const deadline = Date.now() + this.d.handoffTimeoutMs;
     for (let delay = 100; ; delay = Math.min(1000, delay * 2)) {
       try {
         await this.d.peers.get(from).handoff({ node: this.d.self, epoch: this.d.membership.epoch }, room);
-        return;
+        return true;
       } catch (err) {
         if (Date.now() + delay > deadline || !this.isAlive(from)) {
           // The previous owner is gone or unreachable: the chain is what survives of the room.
           this.d.log.warn({ room, from, err: (err as Error).message }, "no handoff from the previous owner; taking the room over from its checkpoints");
-          return;
+          return false;
         }
         await new Promise((r) => setTimeout(r, delay));
       }

@@ -11,6 +11,7 @@ import {
   CheckpointCorruptError,
   decodeSegment,
   encodeManifest,
+  gapRef,
   encodeSegment,
   FORMAT,
   manifestKey,
@@ -84,10 +85,12 @@ export class CheckpointChain {
     if (base !== undefined && base.epoch > writer.epoch) throw new StaleOwnerError(room, writer.epoch, base.epoch);
     const head = base?.head ?? 0;
     const first = messages[0];
-    if (first === undefined || first.seq !== head + 1) {
-      throw new Error(`room ${room}: checkpoint must continue at seq ${head + 1}, got ${first?.seq}`);
+    if (first === undefined || first.seq <= head) {
+      throw new Error(`room ${room}: checkpoint must continue after seq ${head}, got ${first?.seq}`);
     }
     let segments = [...(base?.segments ?? [])];
+    // Seqs the room skipped (failover, lost disk) are recorded as a gap so the chain still covers 1..head.
+    if (first.seq > head + 1) segments.push(gapRef(head + 1, first.seq - 1));
     segments.push(await this.writeSegment(room, messages, 0, writer.epoch));
     const superseded = [...(base?.superseded ?? [])];
     // Merge full levels (the last FANOUT segments of one level become one segment a level up).
@@ -118,6 +121,25 @@ export class CheckpointChain {
     });
   }
 
+  /** Records that the room skipped seqs head+1..to (no messages will ever have them). */
+  async appendGap(room: string, current: VersionedManifest | undefined, to: number, writer: ChainWriter): Promise<VersionedManifest> {
+    const base = current?.manifest;
+    if (base !== undefined && base.epoch > writer.epoch) throw new StaleOwnerError(room, writer.epoch, base.epoch);
+    const head = base?.head ?? 0;
+    if (to <= head) throw new Error(`room ${room}: gap must end after seq ${head}`);
+    return this.publish(room, current, {
+      format: FORMAT,
+      room,
+      epoch: writer.epoch,
+      owner: writer.node,
+      head: to,
+      headTs: base?.headTs ?? 0,
+      updatedAt: this.clock(),
+      segments: [...(base?.segments ?? []), gapRef(head + 1, to)],
+      superseded: [...(base?.superseded ?? [])],
+    });
+  }
+
   /**
    * Cuts the chain back to `toSeq` (point-in-time restore): segments wholly below stay, the one that
    * straddles is rewritten from `messages` (which must be its part up to toSeq), later ones are superseded.
@@ -135,7 +157,9 @@ export class CheckpointChain {
     const dropped = base.segments.filter((s) => s.to > toSeq);
     const segments = [...keep];
     const cut = dropped[0];
-    if (cut !== undefined && cut.from <= toSeq) {
+    if (cut !== undefined && cut.from <= toSeq && cut.gap) {
+      segments.push(gapRef(cut.from, toSeq));
+    } else if (cut !== undefined && cut.from <= toSeq) {
       if (straddling.length !== toSeq - cut.from + 1 || straddling[0]?.seq !== cut.from) {
         throw new Error(`room ${room}: truncation needs messages ${cut.from}..${toSeq}`);
       }
@@ -165,9 +189,13 @@ export class CheckpointChain {
     manifest: Manifest,
     from: number,
     to: number,
-  ): AsyncGenerator<{ messages: StoredMessage[]; segment: number; segments: number }> {
+  ): AsyncGenerator<{ messages: StoredMessage[]; segment: number; segments: number; skipTo?: number }> {
     const wanted = manifest.segments.filter((s) => s.to >= from && s.from <= to);
     for (const [i, ref] of wanted.entries()) {
+      if (ref.gap) {
+        yield { messages: [], segment: i + 1, segments: wanted.length, skipTo: Math.min(ref.to, to) };
+        continue;
+      }
       const all = await this.readSegment(room, ref);
       yield { messages: all.filter((m) => m.seq >= from && m.seq <= to), segment: i + 1, segments: wanted.length };
     }
@@ -175,7 +203,7 @@ export class CheckpointChain {
 
   private async readSegments(room: string, refs: readonly SegmentRef[]): Promise<StoredMessage[]> {
     const out: StoredMessage[] = [];
-    for (const ref of refs) out.push(...(await this.readSegment(room, ref)));
+    for (const ref of refs) if (!ref.gap) out.push(...(await this.readSegment(room, ref)));
     return out;
   }
 
@@ -186,7 +214,7 @@ export class CheckpointChain {
   }
 
   private async messageTs(room: string, keep: readonly SegmentRef[], seq: number): Promise<number> {
-    const ref = keep.find((s) => s.from <= seq && s.to >= seq);
+    const ref = keep.find((s) => s.from <= seq && s.to >= seq && !s.gap);
     if (ref === undefined) return 0;
     return (await this.readSegment(room, ref)).find((m) => m.seq === seq)?.ts ?? 0;
   }

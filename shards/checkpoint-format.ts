@@ -24,12 +24,18 @@ export const FORMAT = 1;
 export const FANOUT = 8;
 
 export interface SegmentRef {
+  /** Object key; "" for a gap. */
   readonly key: string;
   readonly from: number;
   readonly to: number;
   readonly level: number;
   readonly bytes: number;
   readonly sha256: string;
+  /**
+   * A range of seqs that will never hold messages (skipped after a failover or a lost disk, so no seq a
+   * previous owner may have acknowledged is reused). No object behind it.
+   */
+  readonly gap?: boolean;
 }
 
 export interface Manifest {
@@ -152,5 +158,9 @@ export function mergeStart(segments: readonly SegmentRef[]): number | undefined 
   if (segments.length < FANOUT) return undefined;
   const tail = segments.slice(-FANOUT);
   const level = tail[0]!.level;
-  return tail.every((s) => s.level === level) ? segments.length - FANOUT : undefined;
+  return tail.every((s) => s.level === level && !s.gap) ? segments.length - FANOUT : undefined;
+}
+
+export function gapRef(from: number, to: number): SegmentRef {
+  return { key: "", from, to, level: 0, bytes: 0, sha256: "", gap: true };
 }

@@ -203,11 +203,17 @@ export class Checkpointer {
     for (let attempt = 0; ; ) {
       const from = (current?.manifest.head ?? 0) + 1;
       if (from > head) break;
-      const batch = this.o.store.history(room, { after: from - 1, limit: Math.min(this.maxSegment, head - from + 1) });
+      const fetched = this.o.store.history(room, { after: from - 1, limit: Math.min(this.maxSegment, head - from + 1) });
+      // A segment holds consecutive seqs: stop at a skip (the next round records it as a gap).
+      const batch = contiguousPrefix(fetched);
+      const writer = { node: this.o.node, epoch: this.o.epoch() };
       try {
-        current = await this.o.chain.append(room, current, batch, { node: this.o.node, epoch: this.o.epoch() }, async (r, a, b) =>
-          this.o.store.history(r, { after: a - 1, before: b + 1, limit: b - a + 1 }),
-        );
+        current =
+          batch.length === 0
+            ? await this.o.chain.appendGap(room, current, head, writer)
+            : await this.o.chain.append(room, current, batch, writer, async (r, a, b) =>
+                this.o.store.history(r, { after: a - 1, before: b + 1, limit: b - a + 1 }),
+              );
         written += batch.length;
         this.manifests.set(room, current);
         this.o.store.setCheckpoint(room, { seq: current.manifest.head, version: current.version, at: this.clock() });
@@ -227,4 +233,9 @@ export class Checkpointer {
     if (written > 0) this.o.onCheckpoint?.(room, written, this.clock() - dirtySince);
     return written;
   }
+}
+
+function contiguousPrefix(messages: StoredMessage[]): StoredMessage[] {
+  for (let i = 1; i < messages.length; i++) if (messages[i]!.seq !== messages[i - 1]!.seq + 1) return messages.slice(0, i);
+  return messages;
 }

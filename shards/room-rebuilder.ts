@@ -43,6 +43,10 @@ export class RoomRebuilder {
   constructor(
     private readonly store: RoomStore,
     private readonly chain: CheckpointChain,
+    /** Seqs this node may have acknowledged beyond the chain before it lost its disk (checkpoint backlog). */
+    private readonly backlog = 0,
+    /** Records a skip in the chain before the room opens (so the backlog bound starts from zero again). */
+    private readonly saveSkip: (room: string) => Promise<unknown> = async () => {},
   ) {}
 
   /**
@@ -65,6 +69,11 @@ export class RoomRebuilder {
             const manifest = await this.chain.read(item.room);
             if (manifest !== undefined && manifest.manifest.head > this.store.head(item.room)) {
               messages += (await restoreRoom(this.store, this.chain, item.room, manifest)).restored;
+              // The lost disk may have held acknowledged seqs beyond the chain: never give them out again.
+              if (this.backlog > 0) {
+                await this.store.skipTo(item.room, manifest.manifest.head + this.backlog);
+                await this.saveSkip(item.room);
+              }
             }
             this.open(item.room, item.gate);
             break;

@@ -55,9 +55,10 @@ export async function restoreRoom(
   const from = store.head(room) + 1;
   let restored = 0;
   if (from <= target) {
-    for await (const { messages, segment, segments } of chain.messages(room, manifest.manifest, from, target)) {
+    for await (const { messages, segment, segments, skipTo } of chain.messages(room, manifest.manifest, from, target)) {
       // One transaction per segment: bounded memory and bounded event-loop pauses.
-      if (store.appendAsync) await store.appendAsync(messages);
+      if (skipTo !== undefined) await store.skipTo(room, skipTo);
+      else if (store.appendAsync) await store.appendAsync(messages);
       else store.append(messages);
       restored += messages.length;
       options.onProgress?.({ room, phase: "write", segmentsDone: segment, segmentsTotal: segments, messages: restored, target });

@@ -12,14 +12,16 @@ import {
 } from "./room-store.js";
 
 export class MemoryRoomStore implements RoomStore {
+  /** Per room, messages ascending by seq (seqs may jump where the room skipped). */
   private readonly messages = new Map<string, StoredMessage[]>();
+  private readonly heads = new Map<string, number>();
   private readonly sends = new Map<string, SendRecord>();
   private readonly checkpoints = new Map<string, CheckpointRecord>();
   /** Fault switch for tests: the next append throws. */
   failNextAppend = false;
 
   head(room: string): number {
-    return this.messages.get(room)?.length ?? 0;
+    return this.heads.get(room) ?? 0;
   }
 
   findSend(room: string, user: string, id: string): SendRecord | undefined {
@@ -42,25 +44,26 @@ export class MemoryRoomStore implements RoomStore {
       let list = this.messages.get(m.room);
       if (list === undefined) this.messages.set(m.room, (list = []));
       list.push({ ...m });
+      this.heads.set(m.room, m.seq);
       this.sends.set(sendKey(m.room, m.user, m.id), { seq: m.seq, ts: m.ts });
     }
   }
 
+  skipTo(room: string, seq: number): void {
+    if (seq > this.head(room)) this.heads.set(room, seq);
+  }
+
   history(room: string, query: HistoryQuery): StoredMessage[] {
     const list = this.messages.get(room) ?? [];
+    const after = query.after ?? 0;
     const before = query.before ?? Number.MAX_SAFE_INTEGER;
-    // seq n sits at index n-1, so ranges are slices.
-    if (query.after === undefined && query.before !== undefined) {
-      const end = Math.min(list.length, before - 1);
-      return list.slice(Math.max(0, end - query.limit), Math.max(0, end));
-    }
-    const start = query.after ?? 0;
-    const end = Math.min(list.length, before - 1, start + query.limit);
-    return list.slice(start, Math.max(start, end));
+    const inRange = list.filter((m) => m.seq > after && m.seq < before);
+    // Only `before`: the last `limit` below it (scroll-back); otherwise the first `limit` above `after`.
+    return query.after === undefined && query.before !== undefined ? inRange.slice(-query.limit) : inRange.slice(0, query.limit);
   }
 
   rooms(): string[] {
-    return [...this.messages.keys()].filter((r) => this.head(r) > 0).sort();
+    return [...this.heads.keys()].filter((r) => this.head(r) > 0).sort();
   }
 
   roomCount(): number {
@@ -70,6 +73,7 @@ export class MemoryRoomStore implements RoomStore {
   deleteRoom(room: string): void {
     for (const m of this.messages.get(room) ?? []) this.sends.delete(sendKey(room, m.user, m.id));
     this.messages.delete(room);
+    this.heads.delete(room);
     this.checkpoints.delete(room);
   }
 

@@ -165,6 +165,12 @@ export class SqliteRoomStore implements RoomStore {
     if (messages.length > 0) this.appendTx(messages);
   }
 
+  skipTo(room: string, seq: number): void | Promise<void> {
+    if (seq <= this.head(room)) return;
+    if (this.writer !== undefined) return this.request({ op: "skip", room, seq });
+    this.stmt.setHead.run(room, seq);
+  }
+
   appendAsync(messages: readonly StoredMessage[]): Promise<void> {
     if (this.writer === undefined) return Promise.resolve(this.append(messages));
     if (messages.length === 0) return Promise.resolve();

@@ -63,6 +63,12 @@ export interface RoomStore {
    */
   appendAsync?(messages: readonly StoredMessage[]): Promise<void>;
   history(room: string, query: HistoryQuery): StoredMessage[];
+  /**
+   * Moves the room's head forward to `seq` without messages: the seqs in between will never exist. Used
+   * after a failover or a lost disk, so that no seq the previous owner may have acknowledged is ever given to
+   * another message (clients see the hole as a `gap`).
+   */
+  skipTo(room: string, seq: number): void | Promise<void>;
   /** Rooms that hold at least one message. */
   rooms(): string[];
   /** Number of rooms that hold at least one message. */

@@ -33,6 +33,11 @@ export class Room {
     this.assigned = store.head(id);
   }
 
+  /** Highest seq handed out, committed or in flight. */
+  get assignedSeq(): number {
+    return this.assigned;
+  }
+
   /** Latest committed seq. */
   get head(): number {
     return this.store.head(this.id);

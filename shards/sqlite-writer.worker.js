@@ -35,6 +35,9 @@ parentPort.on("message", (msg) => {
   try {
     if (msg.op === "append") append(msg.messages);
     else if (msg.op === "checkpoints") checkpoints(msg.records);
+    else if (msg.op === "skip") {
+      if ((head.get(msg.room)?.head ?? 0) < msg.seq) setHead.run(msg.room, msg.seq);
+    }
     else if (msg.op === "close") {
       db.close();
       parentPort.postMessage({ id: msg.id, ok: true });

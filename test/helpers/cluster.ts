@@ -201,6 +201,8 @@ export interface ClusterOptions {
   dataDir?: string;
   /** Extra CLI flags given to every node. */
   extraArgs?: string[];
+  /** Extra CLI flags for node i only (after extraArgs, so they win). */
+  nodeArgs?: (index: number) => string[];
   /** Extra environment for every node. */
   env?: Record<string, string>;
   /** How long to wait for each node's /readyz (default 20 s, env FRACTAL_TEST_READY_TIMEOUT_MS). */
@@ -308,6 +310,7 @@ export async function startCluster(opts: ClusterOptions): Promise<TestCluster> {
     "--peers",
     peers,
     ...(opts.extraArgs ?? []),
+    ...(opts.nodeArgs?.(n.index) ?? []),
   ];
 
   const nodeAt = (i: number): TestNode => {

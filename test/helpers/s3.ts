@@ -96,14 +96,17 @@ export class ConditionalFront {
     const ifMatch = header(req, "if-match");
     const ifNoneMatch = header(req, "if-none-match");
     const conditional = (req.method === "PUT" || req.method === "POST") && (ifMatch !== undefined || ifNoneMatch !== undefined);
-    if (!conditional) return this.forward(req, body, res);
+    // Every request on one key goes through that key's lock: s3rver writes object files in place, so a GET
+    // racing a PUT could read half an object, which real S3 never returns (its writes are atomic).
     const key = (req.url ?? "").split("?")[0]!;
     const previous = this.locks.get(key) ?? Promise.resolve();
     let release!: () => void;
     const mine = new Promise<void>((r) => (release = r));
-    this.locks.set(key, previous.then(() => mine));
+    const chained = previous.then(() => mine);
+    this.locks.set(key, chained);
     await previous;
     try {
+      if (!conditional) return await this.forward(req, body, res);
       const current = await this.headEtag(req, key);
       const failed =
         (ifNoneMatch === "*" && current !== undefined) || (ifMatch !== undefined && (current === undefined || current !== ifMatch));
@@ -111,7 +114,7 @@ export class ConditionalFront {
       await this.forward(req, body, res);
     } finally {
       release();
-      if (this.locks.get(key) === mine) this.locks.delete(key);
+      if (this.locks.get(key) === chained) this.locks.delete(key);
     }
   }
 

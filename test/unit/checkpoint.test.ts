@@ -146,6 +146,41 @@ describe("checkpoint chain", () => {
   });
 });
 
+describe("checkpoint chain with skipped seqs", () => {
+  it("records a skip as a gap, restores it, and merges around it", async () => {
+    const { store: objects } = objectDir();
+    const chain = new CheckpointChain(objects, 0);
+    const local = new MemoryRoomStore();
+    const cp = new Checkpointer({ store: local, chain, node: "n1", epoch: () => 1, intervalMs: 1000 });
+    local.append(messages("r", 1, 5));
+    cp.committed(messages("r", 5, 5));
+    await cp.flush();
+    local.skipTo("r", 100); // a takeover after failover
+    cp.markDirty("r");
+    await cp.flush();
+    local.append(messages("r", 101, 103));
+    cp.committed(messages("r", 103, 103));
+    await cp.flush();
+    const m = (await chain.read("r"))!;
+    expect(m.manifest.head).to.equal(103);
+    expect(m.manifest.segments.map((x) => [x.from, x.to, x.gap ?? false])).to.deep.equal([
+      [1, 5, false],
+      [6, 100, true],
+      [101, 103, false],
+    ]);
+    const rebuilt = new MemoryRoomStore();
+    await restoreRoom(rebuilt, chain, "r", m);
+    expect(rebuilt.head("r")).to.equal(103);
+    expect(rebuilt.history("r", { after: 0, limit: 50 }).map((x) => x.seq)).to.deep.equal([1, 2, 3, 4, 5, 101, 102, 103]);
+    // Truncating into the gap keeps a shorter gap.
+    const cut = await chain.truncate("r", m, 50, [], writer);
+    expect(cut.manifest.segments.map((x) => [x.from, x.to, x.gap ?? false])).to.deep.equal([
+      [1, 5, false],
+      [6, 50, true],
+    ]);
+  });
+});
+
 describe("checkpointer", () => {
   it("checkpoints dirty rooms, then restores them elsewhere with every message", async () => {
     const { store: objects } = objectDir();

@@ -54,6 +54,10 @@ class RecordingSink implements FeedSink {
   reset(_room: string, seq: number) {
     this.resets.push(seq);
   }
+  gaps: [number, number][] = [];
+  gap(_room: string, after: number, next: number) {
+    this.gaps.push([after, next]);
+  }
 }
 
 const settle = () => new Promise((r) => setTimeout(r, 20));
@@ -134,6 +138,24 @@ describe("room feed (gateway fan-out)", () => {
     expect(sink.resets).to.deep.equal([1]);
     owner.commit(2);
     expect(sink.seqs).to.deep.equal([1, 2, 2]);
+  });
+
+  it("jumps over seqs the owner skipped (after a failover) and says so", async () => {
+    const owner = new ScriptedOwner();
+    const sink = new RecordingSink();
+    const feed = new RoomFeed("r", owner, sink, log);
+    owner.head(0);
+    owner.commit(1);
+    owner.commit(2);
+    let admitted = false;
+    feed.whenAt(500, () => (admitted = true));
+    // The new owner starts after its predecessor's backlog: the next seq is 1002.
+    owner.stored.push(msg(1002));
+    owner.listener?.({ room: "r", type: "message", message: msg(1002) });
+    await settle();
+    expect(sink.seqs).to.deep.equal([1, 2, 1002]);
+    expect(sink.gaps).to.deep.equal([[2, 1002]]);
+    expect(admitted).to.equal(true);
   });
 
   it("times out readiness when the owner never answers", async () => {

@@ -63,6 +63,18 @@ export function roomStoreContract(name: string, open: () => { store: RoomStore; 
       expect(store.history("r", { after: 0, limit: 1 })[0]).to.deep.equal(msg("r", 1));
     });
 
+    it("skips seqs: the head jumps, history has a hole, appends continue after it", async () => {
+      store.append([msg("r", 1), msg("r", 2)]);
+      await store.skipTo("r", 1000);
+      await store.skipTo("r", 10); // never backwards
+      expect(store.head("r")).to.equal(1000);
+      expect(() => store.append([msg("r", 3)])).to.throw();
+      store.append([msg("r", 1001)]);
+      expect(store.history("r", { after: 0, limit: 10 }).map((m) => m.seq)).to.deep.equal([1, 2, 1001]);
+      expect(store.history("r", { before: 1001, limit: 10 }).map((m) => m.seq)).to.deep.equal([1, 2]);
+      expect(store.history("r", { after: 2, limit: 10 }).map((m) => m.seq)).to.deep.equal([1001]);
+    });
+
     it("keeps everything across a reopen", function () {
       if (reopen === undefined) return this.skip();
       store.append([msg("r", 1), msg("r", 2, "bob", "b")]);
