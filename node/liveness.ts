@@ -58,6 +58,17 @@ export class Liveness {
       const { membership, watcher, mapStore, log } = this.d;
       await membership.refresh().catch((err: unknown) => log.debug({ err: (err as Error).message }, "map poll failed"));
       if (!this.d.lease.valid) return; // a fenced node must not judge others
+      // Failed over while cut off, and now back: rejoin (owning nothing until a rebalance).
+      if (membership.node(this.d.self)?.state === "down") {
+        const { map } = await mapStore.change((m) =>
+          m.nodes.some((n) => n.id === this.d.self && n.state === "down")
+            ? { nodes: m.nodes.map((n) => (n.id === this.d.self ? { ...n, state: "joining" as const } : n)) }
+            : undefined,
+        );
+        membership.update(map.map);
+        log.info({ epoch: map.map.epoch }, "back after being failed over: rejoined as joining");
+        this.announce();
+      }
       const watched = membership.map.nodes.filter((n) => n.id !== this.d.self && n.state !== "down").map((n) => n.id);
       const expired = await watcher.expired(watched).catch(() => []);
       for (const node of expired) {

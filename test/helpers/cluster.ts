@@ -201,6 +201,8 @@ export interface ClusterOptions {
   dataDir?: string;
   /** Extra CLI flags given to every node. */
   extraArgs?: string[];
+  /** Node ids are `${idPrefix}1`, `${idPrefix}2`, ... (default "n"). */
+  idPrefix?: string;
   /** Extra CLI flags for node i only (after extraArgs, so they win). */
   nodeArgs?: (index: number) => string[];
   /** Extra environment for every node. */
@@ -267,7 +269,7 @@ export async function startCluster(opts: ClusterOptions): Promise<TestCluster> {
   const ports = await pickPorts(opts.nodes * 2);
   const nodes: TestNode[] = [];
   for (let i = 0; i < opts.nodes; i++) {
-    const id = `n${i + 1}`;
+    const id = `${opts.idPrefix ?? "n"}${i + 1}`;
     const httpPort = ports[2 * i]!;
     const grpcPort = ports[2 * i + 1]!;
     nodes.push({

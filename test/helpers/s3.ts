@@ -64,20 +64,25 @@ export class ConditionalFront {
   /** While true, every request is answered 503 (the store is down). */
   down = false;
   requests = 0;
-  private readonly locks = new Map<string, Promise<void>>();
-
   private constructor(
     private readonly server: Server,
     readonly port: number,
     private readonly target: number,
+    /** Per-key locks; shared by fronts of one s3rver so compare-and-swap holds across them. */
+    private readonly locks: Map<string, Promise<void>>,
   ) {}
 
-  static async start(target: number): Promise<ConditionalFront> {
+  /** A front for s3rver on `target`; `shareWith` another front of the same s3rver (separately switchable). */
+  static async start(target: number, shareWith?: ConditionalFront): Promise<ConditionalFront> {
     let front: ConditionalFront | undefined;
     const server = createServer((req, res) => void front!.handle(req, res));
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    front = new ConditionalFront(server, (server.address() as AddressInfo).port, target);
+    front = new ConditionalFront(server, (server.address() as AddressInfo).port, target, shareWith?.locks ?? new Map());
     return front;
+  }
+
+  get endpoint(): string {
+    return `http://127.0.0.1:${this.port}`;
   }
 
   stop(): Promise<void> {
