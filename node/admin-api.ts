@@ -9,9 +9,11 @@ import express, { type Request, type Response } from "express";
 import { timingSafeEqual } from "node:crypto";
 import { FractalError, toFractalError } from "../shards/index.js";
 import type { ClusterAdmin } from "./admin.js";
+import type { Rebalancer, TargetKind } from "./rebalance.js";
+import { NODE_ID_PATTERN } from "../shards/index.js";
 import { checkRoomId } from "./protocol.js";
 
-export function createAdminApi(admin: ClusterAdmin, adminToken: string | undefined): express.Router {
+export function createAdminApi(admin: ClusterAdmin, rebalancer: Rebalancer, adminToken: string | undefined): express.Router {
   const router = express.Router();
   router.use((req, _res, next) => {
     authorize(req, adminToken);
@@ -39,6 +41,33 @@ export function createAdminApi(admin: ClusterAdmin, adminToken: string | undefin
     try {
       const result = await admin.restore(room, body.toSeq as number | undefined, (progress) => line({ progress }));
       line({ result });
+    } catch (err) {
+      const e = toFractalError(err);
+      line({ error: { code: e.clientCode, message: e.message } });
+    }
+    res.end();
+  });
+  /**
+   * Rebalance (or drain, with `drain: id`): `{dryRun, maxConcurrent}`. Streams NDJSON: `{plan}` first, then
+   * `{progress}` lines and `{result}` (or `{error}`).
+   */
+  router.post("/rebalance", async (req: Request, res: Response) => {
+    const body = (req.body ?? {}) as { dryRun?: unknown; maxConcurrent?: unknown; drain?: unknown };
+    const maxConcurrent = body.maxConcurrent ?? 16;
+    if (typeof maxConcurrent !== "number" || !Number.isInteger(maxConcurrent) || maxConcurrent < 1 || maxConcurrent > 256) {
+      throw new FractalError("bad_request", "maxConcurrent must be a whole number from 1 to 256");
+    }
+    if (body.drain !== undefined && (typeof body.drain !== "string" || !NODE_ID_PATTERN.test(body.drain))) {
+      throw new FractalError("bad_request", "drain must be a node id");
+    }
+    const target: TargetKind = body.drain === undefined ? { kind: "rebalance" } : { kind: "drain", node: body.drain };
+    const plan = await rebalancer.plan(target);
+    res.status(200).type("application/x-ndjson");
+    const line = (o: unknown) => res.write(`${JSON.stringify(o)}\n`);
+    line({ plan });
+    if (body.dryRun === true) return void res.end();
+    try {
+      line({ result: await rebalancer.execute(plan, target, maxConcurrent, (progress) => line({ progress })) });
     } catch (err) {
       const e = toFractalError(err);
       line({ error: { code: e.clientCode, message: e.message } });

@@ -7,6 +7,7 @@ import { FractalError, type CheckpointRoundResult, type RestoreProgress, type Re
 import type { Membership } from "./membership.js";
 import type { LocalOwner } from "./owner.js";
 import type { Caller } from "./room-api.js";
+import type { OwnershipTransfer } from "./transfer.js";
 
 export interface NodeStatus {
   readonly node: string;
@@ -33,10 +34,15 @@ export interface AdminApi {
   checkpoint(caller: Caller, room: string | undefined): Promise<CheckpointRoundResult>;
   restore(caller: Caller, room: string, toSeq: number | undefined, onProgress: (p: RestoreProgress) => void): Promise<RestoreResult>;
   nodeStatus(caller: Caller, query: StatusQuery): Promise<NodeStatus>;
+  /** Rooms the node stores, with their heads (for the rebalance planner). */
+  listRooms(caller: Caller): Promise<{ room: string; head: number }[]>;
+  /** Takes rooms over now (the node must own them under its map); reports each room as it is done. */
+  takeOver(caller: Caller, rooms: string[], concurrency: number, onRoom: (r: { room: string; head: number; pauseMs: number; error: string }) => void): Promise<void>;
 }
 
 export interface LocalAdminDeps {
   readonly owner: LocalOwner;
+  readonly transfer: OwnershipTransfer;
   readonly membership: Membership;
   readonly region: string;
   readonly http: string;
@@ -57,6 +63,35 @@ export class LocalAdmin implements AdminApi {
 
   restore(_caller: Caller, room: string, toSeq: number | undefined, onProgress: (p: RestoreProgress) => void): Promise<RestoreResult> {
     return this.deps.owner.restore(room, toSeq, onProgress);
+  }
+
+  async listRooms(_caller: Caller): Promise<{ room: string; head: number }[]> {
+    const store = this.deps.owner.rooms.store;
+    return store.rooms().map((room) => ({ room, head: store.head(room) }));
+  }
+
+  async takeOver(
+    caller: Caller,
+    rooms: string[],
+    concurrency: number,
+    onRoom: (r: { room: string; head: number; pauseMs: number; error: string }) => void,
+  ): Promise<void> {
+    const { membership, transfer, owner } = this.deps;
+    if (caller.epoch > membership.epoch) await membership.refresh();
+    let next = 0;
+    const worker = async () => {
+      while (next < rooms.length) {
+        const room = rooms[next++]!;
+        try {
+          if (membership.ownerOf(room) !== membership.self) throw new FractalError("wrong_owner", `not the owner of ${room}`);
+          const r = transfer.needsTakeOver(room) ? await transfer.takeOver(room) : { head: owner.rooms.store.head(room), pauseMs: 0 };
+          onRoom({ room, head: r.head, pauseMs: Math.round(r.pauseMs), error: "" });
+        } catch (err) {
+          onRoom({ room, head: 0, pauseMs: 0, error: (err as Error).message || "failed" });
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, 256, rooms.length)) }, worker));
   }
 
   async nodeStatus(_caller: Caller, query: StatusQuery): Promise<NodeStatus> {

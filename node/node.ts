@@ -36,6 +36,7 @@ import { Liveness, leaseOptions } from "./liveness.js";
 import { OwnershipTransfer } from "./transfer.js";
 import { ClusterAdmin, LocalAdmin } from "./admin.js";
 import { createAdminApi } from "./admin-api.js";
+import { Rebalancer } from "./rebalance.js";
 
 /** socket.io packets larger than this close the connection: a maximal message is ~16 KB of UTF-8. */
 const MAX_SOCKET_PACKET_BYTES = 256 * 1024;
@@ -137,6 +138,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
   // gRPC first: peers may forward to us as soon as they see us in the map.
   const localAdmin = new LocalAdmin({
     owner,
+    transfer,
     membership,
     region: config.region,
     http,
@@ -146,6 +148,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     roomsOwned: () => store.roomCount(),
   });
   const clusterAdmin = new ClusterAdmin(membership, localAdmin, peers);
+  const rebalancer = new Rebalancer(membership, mapStore, objects, (id) => (id === config.id ? localAdmin : peers.get(id)), () => chain.rooms());
   const grpcServer = createPeerServer({
     owner,
     transfer,
@@ -185,7 +188,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
         const seen = peerHttp.get(n.id);
         return { ...n, http: n.http || seen?.http || "", lastSeenMs: n.id === config.id ? 0 : seen ? Date.now() - seen.seenAt : null };
       }),
-    admin: createAdminApi(clusterAdmin, config.adminToken),
+    admin: createAdminApi(clusterAdmin, rebalancer, config.adminToken),
     router,
     membership,
     tokens,

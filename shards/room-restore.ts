@@ -50,7 +50,7 @@ export async function restoreRoom(
       checked += messages.length;
       options.onProgress?.({ room, phase: "verify", segmentsDone: segment, segmentsTotal: segments, messages: checked, target });
     }
-    store.deleteRoom(room);
+    await store.deleteRoom(room);
   }
   const from = store.head(room) + 1;
   let restored = 0;

@@ -202,7 +202,10 @@ export class SqliteRoomStore implements RoomStore {
     return this.stmt.roomCount.get()?.n ?? 0;
   }
 
-  deleteRoom(room: string): void {
+  deleteRoom(room: string): void | Promise<void> {
+    this.pendingCheckpoints.delete(room);
+    // Through the writer thread when there is one: a write here would wait (blocking) for its lock.
+    if (this.writer !== undefined) return this.request({ op: "delete", room });
     this.deleteTx(room);
   }
 

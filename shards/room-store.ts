@@ -74,7 +74,7 @@ export interface RoomStore {
   /** Number of rooms that hold at least one message. */
   roomCount(): number;
   /** Removes every message of a room and its checkpoint record (a restore replaces the room). */
-  deleteRoom(room: string): void;
+  deleteRoom(room: string): void | Promise<void>;
   checkpointOf(room: string): CheckpointRecord | undefined;
   setCheckpoint(room: string, record: CheckpointRecord): void;
   /** Rooms whose head is above their checkpointed seq. */

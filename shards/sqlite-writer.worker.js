@@ -27,6 +27,11 @@ const append = db.transaction((messages) => {
   }
   for (const [room, seq] of next) setHead.run(room, seq);
 });
+const deleteRoom = db.transaction((room) => {
+  db.prepare("DELETE FROM messages WHERE room = ?").run(room);
+  db.prepare("DELETE FROM rooms WHERE room = ?").run(room);
+  db.prepare("DELETE FROM checkpoints WHERE room = ?").run(room);
+});
 const checkpoints = db.transaction((records) => {
   for (const [room, r] of records) setCheckpoint.run({ room, ...r });
 });
@@ -35,6 +40,7 @@ parentPort.on("message", (msg) => {
   try {
     if (msg.op === "append") append(msg.messages);
     else if (msg.op === "checkpoints") checkpoints(msg.records);
+    else if (msg.op === "delete") deleteRoom(msg.room);
     else if (msg.op === "skip") {
       if ((head.get(msg.room)?.head ?? 0) < msg.seq) setHead.run(msg.room, msg.seq);
     }

@@ -27,6 +27,15 @@ export function adminCommand(program: Command): void {
   common(admin.command("checkpoint").description("checkpoint now: one room, or every room with new messages"))
     .option("--room <room>", "only this room")
     .action(checkpoint);
+  common(admin.command("rebalance").description("move rooms so joining nodes take their share (minimal movement)"))
+    .option("--dry-run", "print the plan and change nothing")
+    .option("--max-concurrent <n>", "rooms taken over at once per node", "16")
+    .action((flags: CommonFlags & MoveFlags) => move(flags, undefined));
+  common(admin.command("drain").description("move every room off a node so it can be stopped"))
+    .argument("<id>", "the node to drain")
+    .option("--dry-run", "print the plan and change nothing")
+    .option("--max-concurrent <n>", "rooms taken over at once per node", "16")
+    .action((id: string, flags: CommonFlags & MoveFlags) => move(flags, id));
   common(admin.command("restore").description("rebuild a room from object storage, optionally up to a seq"))
     .requiredOption("--room <room>", "the room to restore")
     .option("--to-seq <n>", "restore up to this seq (default: the newest checkpoint)")
@@ -129,6 +138,86 @@ async function restore(flags: CommonFlags & { room: string; toSeq?: string }): P
   }
   bar?.stop();
   throw new Error("the node ended the restore without a result");
+}
+
+interface MoveFlags {
+  dryRun?: boolean;
+  maxConcurrent: string;
+}
+
+interface Plan {
+  fromEpoch: number;
+  target: { epoch: number; nodes: { id: string; state: string }[] };
+  moves: { room: string; from?: string; to: string; messages: number }[];
+  rooms: number;
+  share: Record<string, { before: number; after: number }>;
+  resumed: boolean;
+}
+
+async function move(flags: CommonFlags & MoveFlags, drain: string | undefined): Promise<void> {
+  const t = adminTarget(flags.node, flags.adminToken);
+  const maxConcurrent = Number(flags.maxConcurrent);
+  if (!Number.isInteger(maxConcurrent) || maxConcurrent < 1 || maxConcurrent > 256) throw new Error("--max-concurrent must be a whole number from 1 to 256");
+  const res = await adminRequest(t, "POST", "/rebalance", { dryRun: flags.dryRun === true, maxConcurrent, ...(drain !== undefined ? { drain } : {}) });
+  const started = Date.now();
+  let bar: SingleBar | undefined;
+  for await (const line of ndjson(res)) {
+    const l = line as { plan?: Plan; progress?: { done: number; total: number; messages: number; failed: number; elapsedMs: number }; result?: Record<string, unknown>; error?: { code: string; message: string } };
+    if (l.plan) {
+      if (flags.json) print({ plan: l.plan });
+      else process.stdout.write(describePlan(l.plan, drain));
+      if (!flags.json && !flags.dryRun && l.plan.moves.length > 0 && process.stderr.isTTY) {
+        bar = new SingleBar({ format: "moving [{bar}] {value}/{total} rooms | {messages} messages | {duration}s | ETA {eta}s", hideCursor: true }, Presets.shades_classic);
+        bar.start(l.plan.moves.length, 0, { messages: 0 });
+      }
+    } else if (l.progress) {
+      if (flags.json) print({ progress: l.progress });
+      else if (bar) bar.update(l.progress.done, { messages: l.progress.messages });
+      else if (l.progress.done === l.progress.total || l.progress.done % 100 === 0) process.stderr.write(`moved ${l.progress.done}/${l.progress.total} rooms\n`);
+    } else if (l.result) {
+      bar?.stop();
+      const r = l.result as { done: number; total: number; failed: number; messages: number; epoch: number; pauseMs: { p50: number; p99: number; max: number } };
+      if (flags.json) print({ result: { ...r, ms: Date.now() - started } });
+      else {
+        process.stdout.write(
+          `moved ${r.done - r.failed}/${r.total} rooms (${r.messages} messages) at epoch ${r.epoch} in ${Date.now() - started} ms; write pause per room p50 ${r.pauseMs.p50} ms, p99 ${r.pauseMs.p99} ms, max ${r.pauseMs.max} ms\n`,
+        );
+        if (drain !== undefined && r.failed === 0) process.stdout.write(`node ${drain} owns no rooms now; stop it with SIGTERM\n`);
+      }
+      if (r.failed > 0) {
+        process.stderr.write(`${r.failed} rooms could not be moved; run the command again to finish\n`);
+        process.exitCode = 1;
+      }
+      return;
+    } else if (l.error) {
+      bar?.stop();
+      throw new Error(`${l.error.code}: ${l.error.message}`);
+    }
+  }
+  bar?.stop();
+  if (!flags.dryRun) throw new Error("the node ended the rebalance without a result");
+}
+
+function describePlan(p: Plan, drain: string | undefined): string {
+  let out = p.resumed
+    ? `resuming: the map already is at epoch ${p.fromEpoch}; finishing ${p.moves.length} takeovers\n`
+    : p.moves.length === 0 && p.target.epoch === p.fromEpoch
+      ? `nothing to do: ${drain ? `node ${drain} is already draining` : "no joining nodes"}\n`
+      : `plan: epoch ${p.fromEpoch} -> ${p.target.epoch}; ${p.moves.length} of ${p.rooms} rooms move (${p.moves.reduce((a, m) => a + m.messages, 0)} messages)\n`;
+  const rows = [["NODE", "STATE AFTER", "ROOMS BEFORE", "ROOMS AFTER", "SHARE AFTER"]];
+  const total = Math.max(1, Object.values(p.share).reduce((a, s) => a + s.after, 0));
+  for (const n of p.target.nodes) {
+    const s = p.share[n.id] ?? { before: 0, after: 0 };
+    rows.push([n.id, n.state, String(s.before), String(s.after), `${((s.after / total) * 100).toFixed(1)}%`]);
+  }
+  out += table(rows);
+  if (p.moves.length > 0) {
+    const shown = p.moves.slice(0, 20);
+    const mr = [["ROOM", "FROM", "TO", "MESSAGES"], ...shown.map((m) => [m.room, m.from ?? "-", m.to, String(m.messages)])];
+    out += `\n${table(mr)}`;
+    if (p.moves.length > shown.length) out += `... and ${p.moves.length - shown.length} more (--json lists all)\n`;
+  }
+  return out;
 }
 
 function print(value: unknown): void {

@@ -8,6 +8,12 @@ import { clusterCommand } from "./cluster-command.js";
 import { nodeCommand } from "./node-command.js";
 import { NODE_FLAGS, envName } from "../config.js";
 
+// `fractal admin status | head` closes our stdout early: that is not an error.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code === "EPIPE") process.exit(0);
+  throw err;
+});
+
 const program = new Command();
 program
   .name("fractal")

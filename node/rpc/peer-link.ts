@@ -162,8 +162,9 @@ export class PeerLink implements OwnerApi, OwnerEvents, AdminApi {
     return this.call(this.client.ping, { caller });
   }
 
+  /** Deadline: the usual forward timeout (the new owner retries while the old one may still answer). */
   async handoff(caller: Caller, room: string): Promise<{ head: number }> {
-    return this.call(this.client.handoff, { caller, room }, ADMIN_TIMEOUT_MS);
+    return this.call(this.client.handoff, { caller, room });
   }
 
   async listRooms(caller: Caller): Promise<{ room: string; head: number }[]> {

@@ -154,30 +154,12 @@ export function peerImplementation(deps: PeerServerDeps): PeerServer {
       };
     }),
     handoff: unary("handoff", async (req) => deps.transfer.handOff(caller(req.caller), checkRoomId(req.room))),
-    listRooms: unary("listRooms", async (req) => {
-      caller(req.caller);
-      return { rooms: owner.rooms.store.rooms().map((room) => ({ room, head: owner.rooms.store.head(room) })) };
-    }),
+    listRooms: unary("listRooms", async (req) => ({ rooms: await deps.admin.listRooms(caller(req.caller)) })),
     takeOver: (call) => {
       const req = call.request;
       (async () => {
         const c = caller(req.caller);
-        if (c.epoch > membership.epoch) await membership.refresh();
-        const rooms = req.rooms.map(checkRoomId);
-        let next = 0;
-        const worker = async () => {
-          while (next < rooms.length) {
-            const room = rooms[next++]!;
-            try {
-              if (membership.ownerOf(room) !== membership.self) throw new FractalError("wrong_owner", `not the owner of ${room}`);
-              const r = deps.transfer.needsTakeOver(room) ? await deps.transfer.takeOver(room) : { head: owner.rooms.store.head(room), pauseMs: 0 };
-              call.write({ room, head: r.head, pauseMs: Math.round(r.pauseMs), error: "" });
-            } catch (err) {
-              call.write({ room, head: 0, pauseMs: 0, error: (err as Error).message || "failed" });
-            }
-          }
-        };
-        await Promise.all(Array.from({ length: Math.max(1, Math.min(req.concurrency || 8, 256, rooms.length)) }, worker));
+        await deps.admin.takeOver(c, req.rooms.map(checkRoomId), req.concurrency || 8, (r) => call.write(r));
         call.end();
       })().catch((err: unknown) => call.emit("error", toServiceError(err)));
     },

@@ -1,0 +1,218 @@
+/**
+ * The rebalance procedure behind `fractal admin rebalance` and `fractal admin drain`.
+ *
+ * 1. Plan: the target map makes joining nodes active (rebalance) or one node draining (drain). Only rooms
+ *    whose owner differs between the ring of the current map and the ring of the target move (consistent
+ *    hashing keeps that minimal). Rooms are found on every node's disk and in the checkpoint chains.
+ * 2. Pre-copy: old owners checkpoint their dirty rooms, so the handoff after the switch ships only a tail.
+ * 3. Switch: the target map is published by compare-and-swap against the planned epoch; if anybody changed
+ *    the map since the plan (another rebalance, a failover), this run stops and says so.
+ * 4. Take over: each new owner takes its rooms over (handoff from the old owner, then sync from the chain),
+ *    `maxConcurrent` at a time, reporting each room's write pause.
+ * The plan is saved in the object store before the switch, so an interrupted run is resumed by running the
+ * command again: takeovers are idempotent.
+ */
+import { FractalError, Ring, type ClusterMap, type ClusterMapStore, type ObjectStore } from "../shards/index.js";
+import type { AdminApi } from "./admin.js";
+import type { Membership } from "./membership.js";
+import type { Caller } from "./room-api.js";
+
+const PLAN_KEY = "cluster/rebalance.json";
+
+export interface RoomMove {
+  readonly room: string;
+  readonly from: string | undefined;
+  readonly to: string;
+  /** Messages in the room (its head). */
+  readonly messages: number;
+}
+
+export interface RebalancePlan {
+  readonly fromEpoch: number;
+  readonly target: ClusterMap;
+  readonly moves: RoomMove[];
+  readonly rooms: number;
+  /** Rooms per node before and after. */
+  readonly share: Record<string, { before: number; after: number }>;
+  /** Set when the map already is the target (a resumed run finishes takeovers). */
+  readonly resumed: boolean;
+}
+
+export interface RebalanceProgress {
+  readonly done: number;
+  readonly total: number;
+  readonly messages: number;
+  readonly failed: number;
+  readonly elapsedMs: number;
+}
+
+export interface RebalanceResult extends RebalanceProgress {
+  readonly epoch: number;
+  readonly pauseMs: { p50: number; p99: number; max: number };
+}
+
+export type TargetKind = { kind: "rebalance" } | { kind: "drain"; node: string };
+
+interface SavedPlan {
+  readonly toEpoch: number;
+  readonly target: TargetKind;
+  readonly moves: RoomMove[];
+}
+
+export class Rebalancer {
+  constructor(
+    private readonly membership: Membership,
+    private readonly mapStore: ClusterMapStore,
+    private readonly objects: ObjectStore,
+    private readonly apiOf: (node: string) => AdminApi,
+    private readonly chainRooms: () => Promise<string[]>,
+  ) {}
+
+  async plan(target: TargetKind): Promise<RebalancePlan> {
+    await this.membership.refresh();
+    const current = this.membership.map;
+    if (target.kind === "drain" && !current.nodes.some((n) => n.id === target.node)) {
+      throw new FractalError("not_found", `there is no node ${target.node} in the cluster map`);
+    }
+    const saved = await this.saved();
+    if (saved !== undefined && saved.toEpoch === current.epoch && sameTarget(saved.target, target)) {
+      // The switch happened in an earlier run: finish its takeovers.
+      return this.describe(current, current, saved.moves, true);
+    }
+    const next = targetMap(current, target);
+    if (next === undefined) return this.describe(current, current, [], false);
+    const sizes = await this.roomSizes(current);
+    const before = new Ring(current);
+    const after = new Ring(next);
+    const moves: RoomMove[] = [];
+    for (const [room, messages] of sizes) {
+      const from = before.owner(room);
+      const to = after.owner(room);
+      if (to !== undefined && from !== to) moves.push({ room, from, to, messages });
+    }
+    moves.sort((a, b) => a.room.localeCompare(b.room));
+    return this.describe(current, next, moves, false, sizes);
+  }
+
+  async execute(plan: RebalancePlan, target: TargetKind, maxConcurrent: number, onProgress: (p: RebalanceProgress) => void): Promise<RebalanceResult> {
+    const started = Date.now();
+    const caller = (): Caller => ({ node: this.membership.self, epoch: this.membership.epoch });
+    let epoch = this.membership.epoch;
+    if (!plan.resumed) {
+      if (plan.target.epoch === plan.fromEpoch) return { done: 0, total: 0, messages: 0, failed: 0, elapsedMs: 0, epoch, pauseMs: { p50: 0, p99: 0, max: 0 } };
+      // Pre-copy: old owners write what they have, so the handoffs after the switch are short.
+      const oldOwners = [...new Set(plan.moves.map((m) => m.from).filter((n): n is string => n !== undefined))];
+      await Promise.all(oldOwners.map((n) => this.apiOf(n).checkpoint(caller(), undefined).catch(() => undefined)));
+      const { map, changed } = await this.mapStore.change((m) => {
+        if (m.epoch !== plan.fromEpoch) {
+          throw new FractalError("unavailable", `the cluster map changed since the plan (epoch ${plan.fromEpoch} -> ${m.epoch}); run the command again`);
+        }
+        return { nodes: plan.target.nodes };
+      });
+      if (!changed) throw new FractalError("internal", "the map did not change");
+      epoch = map.map.epoch;
+      await this.objects.put(PLAN_KEY, Buffer.from(JSON.stringify({ toEpoch: epoch, target, moves: plan.moves } satisfies SavedPlan)));
+      this.membership.update(map.map);
+      // Tell every node now rather than at its next poll.
+      await Promise.all(
+        map.map.nodes
+          .filter((n) => n.state !== "down" && n.id !== this.membership.self)
+          .map((n) => this.apiOf(n.id).nodeStatus(caller(), { rooms: false }).catch(() => undefined)),
+      );
+    }
+    const byOwner = new Map<string, string[]>();
+    for (const m of plan.moves) byOwner.set(m.to, [...(byOwner.get(m.to) ?? []), m.room]);
+    const sizes = new Map(plan.moves.map((m) => [m.room, m.messages]));
+    const pauses: number[] = [];
+    let done = 0;
+    let failed = 0;
+    let messages = 0;
+    const report = () => onProgress({ done, total: plan.moves.length, messages, failed, elapsedMs: Date.now() - started });
+    await Promise.all(
+      [...byOwner].map(([owner, rooms]) =>
+        this.apiOf(owner)
+          .takeOver(caller(), rooms, maxConcurrent, (r) => {
+            done++;
+            if (r.error !== "") failed++;
+            else {
+              pauses.push(r.pauseMs);
+              messages += sizes.get(r.room) ?? 0;
+            }
+            report();
+          })
+          .catch(() => {
+            failed += rooms.length;
+          }),
+      ),
+    );
+    report();
+    // Done: the next run plans afresh (an unfinished one is resumed from the saved plan instead).
+    if (failed === 0) await this.objects.delete(PLAN_KEY).catch(() => undefined);
+    pauses.sort((a, b) => a - b);
+    const q = (p: number) => pauses[Math.min(pauses.length - 1, Math.floor(p * pauses.length))] ?? 0;
+    return { done, total: plan.moves.length, messages, failed, elapsedMs: Date.now() - started, epoch, pauseMs: { p50: q(0.5), p99: q(0.99), max: pauses[pauses.length - 1] ?? 0 } };
+  }
+
+  private async saved(): Promise<SavedPlan | undefined> {
+    const obj = await this.objects.get(PLAN_KEY);
+    if (obj === undefined) return undefined;
+    try {
+      return JSON.parse(obj.body.toString("utf8")) as SavedPlan;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Every room any live node stores or any chain holds, with its size (the largest head seen). */
+  private async roomSizes(map: ClusterMap): Promise<Map<string, number>> {
+    const sizes = new Map<string, number>();
+    const caller: Caller = { node: this.membership.self, epoch: map.epoch };
+    const lists = await Promise.all(
+      map.nodes.filter((n) => n.state !== "down").map((n) => this.apiOf(n.id).listRooms(caller).catch(() => [])),
+    );
+    for (const list of lists) for (const r of list) sizes.set(r.room, Math.max(sizes.get(r.room) ?? 0, r.head));
+    for (const room of await this.chainRooms()) if (!sizes.has(room)) sizes.set(room, 0);
+    return sizes;
+  }
+
+  private describe(current: ClusterMap, target: ClusterMap, moves: RoomMove[], resumed: boolean, sizes?: Map<string, number>): RebalancePlan {
+    const share: Record<string, { before: number; after: number }> = {};
+    for (const n of [...current.nodes, ...target.nodes]) share[n.id] ??= { before: 0, after: 0 };
+    if (sizes !== undefined) {
+      const before = new Ring(current);
+      const after = new Ring(target);
+      for (const room of sizes.keys()) {
+        const b = before.owner(room);
+        const a = after.owner(room);
+        if (b !== undefined) share[b]!.before++;
+        if (a !== undefined) share[a]!.after++;
+      }
+    }
+    return { fromEpoch: current.epoch, target: { epoch: resumed ? current.epoch : current.epoch + 1, nodes: target.nodes }, moves, rooms: sizes?.size ?? moves.length, share, resumed };
+  }
+}
+
+function sameTarget(a: TargetKind, b: TargetKind): boolean {
+  return a.kind === b.kind && (a.kind === "rebalance" || (b.kind === "drain" && a.node === b.node));
+}
+
+/** The map a rebalance or drain aims at, or undefined when there is nothing to change. */
+export function targetMap(current: ClusterMap, target: TargetKind): ClusterMap | undefined {
+  let changed = false;
+  const nodes = current.nodes.map((n) => {
+    if (target.kind === "rebalance" && n.state === "joining") {
+      changed = true;
+      return { ...n, state: "active" as const };
+    }
+    if (target.kind === "drain" && n.id === target.node && n.state !== "draining") {
+      changed = true;
+      return { ...n, state: "draining" as const };
+    }
+    return n;
+  });
+  if (target.kind === "drain" && !current.nodes.some((n) => n.id === target.node)) {
+    throw new FractalError("not_found", `there is no node ${target.node} in the cluster map`);
+  }
+  if (changed && !nodes.some((n) => n.state === "active")) throw new FractalError("bad_request", "that would leave no active node to own rooms");
+  return changed ? { epoch: current.epoch + 1, nodes } : undefined;
+}
