@@ -34,6 +34,7 @@ import { Router } from "./router.js";
 import { establishMapPatiently } from "./cluster-map-setup.js";
 import { Liveness, leaseOptions } from "./liveness.js";
 import { OwnershipTransfer } from "./transfer.js";
+import { markCleanStop, stoppedCleanly, takeCleanStop } from "./clean-stop.js";
 import { ClusterAdmin, LocalAdmin } from "./admin.js";
 import { createAdminApi } from "./admin-api.js";
 import { Rebalancer } from "./rebalance.js";
@@ -103,7 +104,11 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     },
     onStale: (room, err) => log.error({ room, err: err.message }, "a newer owner checkpoints this room; stopped writing it"),
   });
-  const rebuilder = new RoomRebuilder(store, chain, config.checkpointBacklog, (room) => checkpointer.flush([room], { force: true }));
+  // A node that stopped cleanly left its whole state in the chain; otherwise its disk may have held more.
+  const cleanStop = await takeCleanStop(objects, config.id);
+  const rebuilder = new RoomRebuilder(store, chain, cleanStop ? 0 : config.checkpointBacklog, (room) =>
+    checkpointer.flush([room], { force: true }),
+  );
   const rooms = new OwnedRooms(store, (messages) => {
     metrics.messagesCommitted.inc(messages.length);
     metrics.commitBatchSize.observe(messages.length);
@@ -126,6 +131,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     peers,
     log,
     handoffTimeoutMs: config.leaseTtlMs,
+    stoppedCleanly: (node) => stoppedCleanly(objects, node),
     backlog: config.checkpointBacklog,
   });
   owner.leaseValid = () => lease.valid;
@@ -250,6 +256,8 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     rebuilder.stop();
     const final = await checkpointer.flush().catch((err: unknown) => ({ rooms: 0, messages: 0, failed: -1, err }));
     log.info({ ...final }, "final checkpoint");
+    // Everything this node acknowledged is in the chain: whoever rebuilds its rooms need not skip seqs.
+    if (final.failed === 0 && checkpointer.dirtyRooms === 0) await markCleanStop(objects, config.id).catch(() => undefined);
     clearInterval(pinger);
     // 4. Clients are told to go (they reconnect elsewhere and resume with since); peers are released.
     io.disconnectSockets(true);

@@ -32,6 +32,8 @@ export interface TransferDeps {
   readonly handoffTimeoutMs: number;
   /** Seqs a dead owner may have acknowledged beyond its chain (the checkpoint backlog bound). */
   readonly backlog: number;
+  /** Whether a node's last stop was graceful with everything checkpointed (then nothing needs skipping). */
+  readonly stoppedCleanly?: (node: string) => Promise<boolean>;
 }
 
 export interface TakeOverResult {
@@ -75,7 +77,8 @@ export class OwnershipTransfer {
       const from = change?.from;
       const handedOff = from !== undefined && from !== this.d.self && this.isAlive(from) && (await this.askHandoff(from, room));
       let head = await this.syncWithChain(room);
-      if (!handedOff && from !== this.d.self && head > 0) {
+      const clean = from !== undefined && (await this.d.stoppedCleanly?.(from)) === true;
+      if (!handedOff && !clean && from !== this.d.self && head > 0) {
         // No handoff: the previous owner may have acknowledged up to `backlog` seqs the chain does not have.
         // Start after them; clients see the hole as a gap instead of two messages with one seq.
         head += this.d.backlog;
