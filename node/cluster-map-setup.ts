@@ -46,7 +46,8 @@ export async function establishMap(store: ClusterMapStore, config: NodeConfig, h
   const { map } = await store.change((m) => {
     const me = findNode(m, config.id);
     if (me === undefined) return { nodes: [...m.nodes, { ...self, state: "joining" }] };
-    const state = me.state === "down" ? "joining" : me.state;
+    // Back after a failover or a drain: ready to own rooms again once a rebalance says so.
+    const state = me.state === "down" || me.state === "draining" ? "joining" : me.state;
     if (me.grpc === self.grpc && me.http === self.http && me.region === self.region && state === me.state) return undefined;
     return { nodes: m.nodes.map((n) => (n.id === config.id ? { ...self, state } : n)) };
   });

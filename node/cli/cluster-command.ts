@@ -8,8 +8,11 @@ import { mkdirSync } from "node:fs";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
+import { writeFileSync } from "node:fs";
+import { haproxyConfig } from "./haproxy.js";
 
 interface ClusterFlags {
+  lbPort?: string;
   nodes: string;
   baseHttpPort: string;
   baseGrpcPort: string;
@@ -45,6 +48,18 @@ export async function clusterCommand(flags: ClusterFlags): Promise<void> {
     });
     return child;
   });
+  if (flags.lbPort !== undefined) {
+    const lbPort = parseIntFlag("--lb-port", flags.lbPort, 1, 65535);
+    const cfg = resolve(root, "haproxy.cfg");
+    writeFileSync(cfg, haproxyConfig(ids.map((id, i) => ({ id, host: flags.host, port: httpBase + i })), { host: flags.host, port: lbPort }));
+    const lb = spawn("haproxy", ["-db", "-f", cfg], { stdio: ["ignore", "pipe", "pipe"] });
+    lb.on("error", (err) => process.stdout.write(`[haproxy] cannot start haproxy (apt-get install haproxy): ${err.message}\n`));
+    for (const stream of [lb.stdout, lb.stderr]) {
+      if (stream) createInterface({ input: stream }).on("line", (line) => process.stdout.write(`[haproxy] ${line}\n`));
+    }
+    children.push(lb);
+    process.stdout.write(`Load balancer (HAProxy, ${cfg}): http://${flags.host}:${lbPort}\n`);
+  }
   process.stdout.write(
     `Fractal Chat: ${count} nodes starting. Web chat: ${ids.map((_, i) => `http://${flags.host}:${httpBase + i}`).join("  ")}\n`,
   );
@@ -57,7 +72,9 @@ export async function clusterCommand(flags: ClusterFlags): Promise<void> {
   };
   process.on("SIGINT", stopAll);
   process.on("SIGTERM", stopAll);
-  await Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.on("exit", r)))));
+  await Promise.all(
+    children.map((c) => new Promise((r) => (c.exitCode !== null || c.signalCode !== null ? r(null) : (c.on("exit", r), c.on("error", r))))),
+  );
   process.exit(stopping ? 0 : 1);
 }
 

@@ -40,6 +40,7 @@ program
   .option("--data-dir <dir>", "data root: one folder per node plus objects/", "./data")
   .option("--host <host>", "address to bind and advertise", "127.0.0.1")
   .option("--log-level <level>", "log level of the nodes", "info")
+  .option("--lb-port <port>", "also run HAProxy (Debian package) on this port in front of the nodes")
   .action(clusterCommand);
 
 adminCommand(program);
