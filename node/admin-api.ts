@@ -25,6 +25,11 @@ export function createAdminApi(admin: ClusterAdmin, rebalancer: Rebalancer, admi
     res.json(await admin.status({ rooms: req.query.rooms === "1" || req.query.rooms === "true", room }));
   });
 
+  /** A room's placement: home region, owner, head, members. */
+  router.get("/room", async (req, res) => {
+    res.json(await admin.room(checkRoomId(req.query.room)));
+  });
+
   router.post("/checkpoint", async (req, res) => {
     const room = (req.body as { room?: unknown } | undefined)?.room;
     res.json(await admin.checkpoint(room === undefined || room === null ? undefined : checkRoomId(room)));
@@ -52,7 +57,7 @@ export function createAdminApi(admin: ClusterAdmin, rebalancer: Rebalancer, admi
    * `{progress}` lines and `{result}` (or `{error}`).
    */
   router.post("/rebalance", async (req: Request, res: Response) => {
-    const body = (req.body ?? {}) as { dryRun?: unknown; maxConcurrent?: unknown; drain?: unknown };
+    const body = (req.body ?? {}) as { dryRun?: unknown; maxConcurrent?: unknown; drain?: unknown; moveRoom?: { room?: unknown; region?: unknown } };
     const maxConcurrent = body.maxConcurrent ?? 16;
     if (typeof maxConcurrent !== "number" || !Number.isInteger(maxConcurrent) || maxConcurrent < 1 || maxConcurrent > 256) {
       throw new FractalError("bad_request", "maxConcurrent must be a whole number from 1 to 256");
@@ -60,7 +65,12 @@ export function createAdminApi(admin: ClusterAdmin, rebalancer: Rebalancer, admi
     if (body.drain !== undefined && (typeof body.drain !== "string" || !NODE_ID_PATTERN.test(body.drain))) {
       throw new FractalError("bad_request", "drain must be a node id");
     }
-    const target: TargetKind = body.drain === undefined ? { kind: "rebalance" } : { kind: "drain", node: body.drain };
+    let target: TargetKind = body.drain === undefined ? { kind: "rebalance" } : { kind: "drain", node: body.drain };
+    if (body.moveRoom !== undefined) {
+      const region = body.moveRoom?.region;
+      if (typeof region !== "string" || !/^[a-z0-9-]{1,32}$/.test(region)) throw new FractalError("bad_request", "region must be 1-32 of a-z 0-9 -");
+      target = { kind: "home", room: checkRoomId(body.moveRoom?.room), region };
+    }
     const plan = await rebalancer.plan(target);
     res.status(200).type("application/x-ndjson");
     const line = (o: unknown) => res.write(`${JSON.stringify(o)}\n`);

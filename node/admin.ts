@@ -6,7 +6,7 @@
 import { FractalError, type CheckpointRoundResult, type RestoreProgress, type RestoreResult, type RoomCheckpointStatus } from "../shards/index.js";
 import type { Membership } from "./membership.js";
 import type { LocalOwner } from "./owner.js";
-import type { Caller } from "./room-api.js";
+import type { Caller, OwnerApi, RoomInfo } from "./room-api.js";
 import type { OwnershipTransfer } from "./transfer.js";
 
 export interface NodeStatus {
@@ -30,7 +30,7 @@ export interface StatusQuery {
 }
 
 /** Contract: room commands must reach the room's owner (wrong_owner otherwise); node commands any node. */
-export interface AdminApi {
+export interface AdminApi extends Pick<OwnerApi, "info"> {
   checkpoint(caller: Caller, room: string | undefined): Promise<CheckpointRoundResult>;
   restore(caller: Caller, room: string, toSeq: number | undefined, onProgress: (p: RestoreProgress) => void): Promise<RestoreResult>;
   nodeStatus(caller: Caller, query: StatusQuery): Promise<NodeStatus>;
@@ -63,6 +63,10 @@ export class LocalAdmin implements AdminApi {
 
   restore(_caller: Caller, room: string, toSeq: number | undefined, onProgress: (p: RestoreProgress) => void): Promise<RestoreResult> {
     return this.deps.owner.restore(room, toSeq, onProgress);
+  }
+
+  info(caller: Caller, room: string): Promise<RoomInfo> {
+    return this.deps.owner.info(caller, room);
   }
 
   async listRooms(_caller: Caller): Promise<{ room: string; head: number }[]> {
@@ -134,6 +138,13 @@ export class ClusterAdmin {
       }),
     );
     return { self: this.membership.self, epoch: map.epoch, nodes };
+  }
+
+  /** Where a room lives: its home region (fractal shape: ring of regions, then ring of nodes) and owner. */
+  async room(room: string) {
+    const ring = this.membership.ring;
+    const info = await this.apiOf(this.ownerOf(room)).info(this.caller(), room);
+    return { ...info, region: ring.region(room), pinned: this.membership.map.homes?.[room] !== undefined, epoch: this.membership.epoch };
   }
 
   async checkpoint(room: string | undefined): Promise<CheckpointRoundResult & { nodes: number }> {

@@ -79,7 +79,9 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
 
   app.get("/api/rooms/:room", async (req, res) => {
     authed(req);
-    res.json(await router.info(checkRoomId(req.params.room)));
+    const room = checkRoomId(req.params.room);
+    // `region` (the room's home region) extends the v1 answer compatibly.
+    res.json({ ...(await router.info(room)), region: deps.membership.ring.region(room) });
   });
 
   app.get("/api/rooms/:room/messages", async (req, res) => {

@@ -51,7 +51,7 @@ export interface RebalanceResult extends RebalanceProgress {
   readonly pauseMs: { p50: number; p99: number; max: number };
 }
 
-export type TargetKind = { kind: "rebalance" } | { kind: "drain"; node: string };
+export type TargetKind = { kind: "rebalance" } | { kind: "drain"; node: string } | { kind: "home"; room: string; region: string };
 
 interface SavedPlan {
   readonly toEpoch: number;
@@ -107,7 +107,7 @@ export class Rebalancer {
         if (m.epoch !== plan.fromEpoch) {
           throw new FractalError("unavailable", `the cluster map changed since the plan (epoch ${plan.fromEpoch} -> ${m.epoch}); run the command again`);
         }
-        return { nodes: plan.target.nodes };
+        return { nodes: plan.target.nodes, ...(plan.target.homes !== undefined ? { homes: plan.target.homes } : {}) };
       });
       if (!changed) throw new FractalError("internal", "the map did not change");
       epoch = map.map.epoch;
@@ -188,16 +188,30 @@ export class Rebalancer {
         if (a !== undefined) share[a]!.after++;
       }
     }
-    return { fromEpoch: current.epoch, target: { epoch: resumed ? current.epoch : current.epoch + 1, nodes: target.nodes }, moves, rooms: sizes?.size ?? moves.length, share, resumed };
+    return {
+      fromEpoch: current.epoch,
+      target: { ...target, epoch: resumed || target === current ? current.epoch : current.epoch + 1 },
+      moves,
+      rooms: sizes?.size ?? moves.length,
+      share,
+      resumed,
+    };
   }
 }
 
 function sameTarget(a: TargetKind, b: TargetKind): boolean {
-  return a.kind === b.kind && (a.kind === "rebalance" || (b.kind === "drain" && a.node === b.node));
+  return JSON.stringify(a) === JSON.stringify(b);
 }
 
 /** The map a rebalance or drain aims at, or undefined when there is nothing to change. */
 export function targetMap(current: ClusterMap, target: TargetKind): ClusterMap | undefined {
+  if (target.kind === "home") {
+    if (!current.nodes.some((n) => n.region === target.region && n.state === "active")) {
+      throw new FractalError("bad_request", `region ${target.region} has no active node`);
+    }
+    if (current.homes?.[target.room] === target.region) return undefined;
+    return { epoch: current.epoch + 1, nodes: current.nodes, homes: { ...(current.homes ?? {}), [target.room]: target.region } };
+  }
   let changed = false;
   const nodes = current.nodes.map((n) => {
     if (target.kind === "rebalance" && n.state === "joining") {
@@ -214,5 +228,5 @@ export function targetMap(current: ClusterMap, target: TargetKind): ClusterMap |
     throw new FractalError("not_found", `there is no node ${target.node} in the cluster map`);
   }
   if (changed && !nodes.some((n) => n.state === "active")) throw new FractalError("bad_request", "that would leave no active node to own rooms");
-  return changed ? { epoch: current.epoch + 1, nodes } : undefined;
+  return changed ? { ...current, epoch: current.epoch + 1, nodes } : undefined;
 }

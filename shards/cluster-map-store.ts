@@ -59,7 +59,8 @@ export class ClusterMapStore {
       if (current === undefined) throw new FractalError("unavailable", "there is no cluster map yet");
       const next = change(current.map);
       if (next === undefined) return { map: current, changed: false };
-      const map: ClusterMap = { epoch: current.map.epoch + 1, nodes: next.nodes };
+      const homes = next.homes ?? current.map.homes;
+      const map: ClusterMap = { epoch: current.map.epoch + 1, nodes: next.nodes, ...(homes !== undefined ? { homes } : {}) };
       validateClusterMap(map);
       try {
         const { version } = await this.objects.put(MAP_KEY, encodeClusterMap(map), { ifMatch: current.version });
@@ -100,5 +101,9 @@ export function validateClusterMap(m: ClusterMap): void {
     ids.add(n.id);
     if (!isHostPort(n.grpc)) throw bad(`grpc address of ${n.id}`);
     if (typeof n.http !== "string" || typeof n.region !== "string" || !STATES.has(n.state)) throw bad(`descriptor of ${n.id}`);
+  }
+  if (m.homes !== undefined) {
+    if (typeof m.homes !== "object" || m.homes === null || Array.isArray(m.homes)) throw bad("homes");
+    for (const [room, region] of Object.entries(m.homes)) if (typeof region !== "string" || room.length > 64) throw bad(`home of ${room}`);
   }
 }

@@ -21,6 +21,11 @@ export interface NodeDescriptor {
 export interface ClusterMap {
   readonly epoch: number;
   readonly nodes: readonly NodeDescriptor[];
+  /**
+   * Rooms pinned to a home region (`fractal admin move-room`); other rooms get theirs from the ring of
+   * regions. Optional: maps written before regions existed have none.
+   */
+  readonly homes?: Readonly<Record<string, string>>;
 }
 
 export const NODE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/;
@@ -67,5 +72,5 @@ export function findNode(map: ClusterMap, id: string): NodeDescriptor | undefine
 
 /** Returns a copy of the map with one node's descriptor changed (same epoch: a local annotation). */
 export function withNode(map: ClusterMap, node: NodeDescriptor): ClusterMap {
-  return { epoch: map.epoch, nodes: map.nodes.map((n) => (n.id === node.id ? node : n)) };
+  return { ...map, nodes: map.nodes.map((n) => (n.id === node.id ? node : n)) };
 }

@@ -1,6 +1,9 @@
 /**
- * Room ownership: an immutable ring built from one cluster map. Every node computes the same owner for a
- * room from the same map, because the ring depends only on the set of owner node ids.
+ * Room ownership: an immutable value built from one cluster map. Every node computes the same owner for a
+ * room from the same map, because it depends only on the owner nodes' ids and regions and the map's homes.
+ *
+ * The fractal shape: a ring of regions picks a room's home region (unless the map pins it), then that region's
+ * ring of nodes picks its home node. With one region this is a plain ring of nodes.
  */
 import HashRing from "hashring";
 import { type ClusterMap, ownerNodes } from "./cluster-map.js";
@@ -11,28 +14,44 @@ const VNODES = 160;
 export class Ring {
   readonly epoch: number;
   readonly nodeIds: readonly string[];
-  private readonly ring: HashRing | undefined;
+  readonly regions: readonly string[];
+  private readonly regionRing: HashRing | undefined;
+  private readonly nodeRings = new Map<string, { ring: HashRing; size: number }>();
+  private readonly homes: Readonly<Record<string, string>>;
 
   constructor(map: ClusterMap) {
     this.epoch = map.epoch;
-    this.nodeIds = ownerNodes(map)
-      .map((n) => n.id)
-      .sort();
-    // hashring's cache makes repeated lookups of hot rooms cheap; the ring itself never changes.
-    this.ring =
-      this.nodeIds.length === 0
-        ? undefined
-        : new HashRing([...this.nodeIds], "md5", { "vnode count": VNODES, "max cache size": 50_000 });
+    const owners = ownerNodes(map);
+    this.nodeIds = owners.map((n) => n.id).sort();
+    this.regions = [...new Set(owners.map((n) => n.region))].sort();
+    this.homes = map.homes ?? {};
+    // hashring's cache makes repeated lookups of hot rooms cheap; the rings themselves never change.
+    const options = { "vnode count": VNODES, "max cache size": 50_000 };
+    this.regionRing = this.regions.length === 0 ? undefined : new HashRing([...this.regions], "md5", options);
+    for (const region of this.regions) {
+      const ids = owners.filter((n) => n.region === region).map((n) => n.id).sort();
+      this.nodeRings.set(region, { ring: new HashRing(ids, "md5", options), size: ids.length });
+    }
+  }
+
+  /** The room's home region: pinned by the map, or picked by the ring of regions. */
+  region(room: string): string | undefined {
+    const pinned = this.homes[room];
+    if (pinned !== undefined && this.nodeRings.has(pinned)) return pinned;
+    return this.regionRing?.get(room);
   }
 
   /** The node that owns `room`, or undefined when no node can own rooms. */
   owner(room: string): string | undefined {
-    return this.ring?.get(room);
+    const region = this.region(room);
+    return region === undefined ? undefined : this.nodeRings.get(region)?.ring.get(room);
   }
 
-  /** The owner followed by the next distinct nodes on the ring (replicas, next owners). */
+  /** The owner followed by the next distinct nodes of its region's ring (replicas, next owners). */
   successors(room: string, count: number): string[] {
-    if (this.ring === undefined) return [];
-    return this.ring.range(room, Math.min(count, this.nodeIds.length));
+    const region = this.region(room);
+    const r = region === undefined ? undefined : this.nodeRings.get(region);
+    if (r === undefined) return [];
+    return r.ring.range(room, Math.min(count, r.size));
   }
 }

@@ -36,6 +36,13 @@ export function adminCommand(program: Command): void {
     .option("--dry-run", "print the plan and change nothing")
     .option("--max-concurrent <n>", "rooms taken over at once per node", "16")
     .action((id: string, flags: CommonFlags & MoveFlags) => move(flags, id));
+  common(admin.command("room").description("a room's home region, owner, head and members"))
+    .argument("<room>", "the room")
+    .action(roomInfo);
+  common(admin.command("move-room").description("move a room's home to another region (and an owner there)"))
+    .argument("<room>", "the room")
+    .requiredOption("--region <region>", "the new home region")
+    .action((room: string, flags: CommonFlags & { region: string }) => move({ ...flags, maxConcurrent: "1" }, undefined, { room, region: flags.region }));
   common(admin.command("restore").description("rebuild a room from object storage, optionally up to a seq"))
     .requiredOption("--room <room>", "the room to restore")
     .option("--to-seq <n>", "restore up to this seq (default: the newest checkpoint)")
@@ -154,11 +161,29 @@ interface Plan {
   resumed: boolean;
 }
 
-async function move(flags: CommonFlags & MoveFlags, drain: string | undefined): Promise<void> {
+async function roomInfo(room: string, flags: CommonFlags): Promise<void> {
+  const t = adminTarget(flags.node, flags.adminToken);
+  const r = await adminJson<{ room: string; region: string; pinned: boolean; owner: string; seq: number; members: string[]; epoch: number }>(
+    t,
+    "GET",
+    `/room?room=${encodeURIComponent(room)}`,
+  );
+  if (flags.json) return print(r);
+  process.stdout.write(
+    `room ${r.room}: home region ${r.region}${r.pinned ? " (pinned)" : ""}, owner ${r.owner}, head ${r.seq}, ${r.members.length} present${r.members.length ? `: ${r.members.join(", ")}` : ""} (epoch ${r.epoch})\n`,
+  );
+}
+
+async function move(flags: CommonFlags & MoveFlags, drain: string | undefined, moveRoom?: { room: string; region: string }): Promise<void> {
   const t = adminTarget(flags.node, flags.adminToken);
   const maxConcurrent = Number(flags.maxConcurrent);
   if (!Number.isInteger(maxConcurrent) || maxConcurrent < 1 || maxConcurrent > 256) throw new Error("--max-concurrent must be a whole number from 1 to 256");
-  const res = await adminRequest(t, "POST", "/rebalance", { dryRun: flags.dryRun === true, maxConcurrent, ...(drain !== undefined ? { drain } : {}) });
+  const res = await adminRequest(t, "POST", "/rebalance", {
+    dryRun: flags.dryRun === true,
+    maxConcurrent,
+    ...(drain !== undefined ? { drain } : {}),
+    ...(moveRoom !== undefined ? { moveRoom } : {}),
+  });
   const started = Date.now();
   let bar: SingleBar | undefined;
   for await (const line of ndjson(res)) {
