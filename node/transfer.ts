@@ -78,7 +78,9 @@ export class OwnershipTransfer {
       const handedOff = from !== undefined && from !== this.d.self && this.isAlive(from) && (await this.askHandoff(from, room));
       let head = await this.syncWithChain(room);
       const clean = from !== undefined && (await this.d.stoppedCleanly?.(from)) === true;
-      if (!handedOff && !clean && from !== this.d.self && head > 0) {
+      // Even with no checkpoint at all (head 0): the dead owner may have acknowledged messages in the room's
+      // first checkpoint interval. Starting after the backlog is the only way to be sure of no reuse.
+      if (!handedOff && !clean && from !== undefined && from !== this.d.self) {
         // No handoff: the previous owner may have acknowledged up to `backlog` seqs the chain does not have.
         // Start after them; clients see the hole as a gap instead of two messages with one seq.
         head += this.d.backlog;

@@ -21,8 +21,11 @@ export class Room {
   private assigned: number;
   /** Sends in flight, by idempotency key, so a retry racing its original gets the same answer. */
   private readonly inflight = new Map<string, Promise<SendRecord>>();
-  /** user -> node -> number of that node's sockets of that user in the room. */
-  private readonly presence = new Map<string, Map<string, number>>();
+  /**
+   * user -> node -> number of that node's sockets of that user in the room. The usual case, one socket through
+   * one node, is stored as just the node's id (no Map per member: ~180 bytes less per user in a room).
+   */
+  private readonly presence = new Map<string, string | Map<string, number>>();
   private readonly listeners = new Map<string, RoomListener>();
 
   constructor(
@@ -86,34 +89,40 @@ export class Room {
 
   /** A user is present through `node`; returns the sorted member list. */
   join(user: string, node: string): string[] {
-    let byNode = this.presence.get(user);
-    const wasPresent = byNode !== undefined;
-    if (byNode === undefined) this.presence.set(user, (byNode = new Map()));
-    byNode.set(node, (byNode.get(node) ?? 0) + 1);
-    if (!wasPresent) this.publish({ room: this.id, type: "presence", user, event: "join" });
+    const byNode = this.presence.get(user);
+    if (byNode === undefined) {
+      this.presence.set(user, node);
+      this.publish({ room: this.id, type: "presence", user, event: "join" });
+    } else if (typeof byNode === "string") {
+      this.presence.set(user, new Map([[byNode, 1]]).set(node, byNode === node ? 2 : 1));
+    } else {
+      byNode.set(node, (byNode.get(node) ?? 0) + 1);
+    }
     return this.members();
   }
 
   leave(user: string, node: string): void {
     const byNode = this.presence.get(user);
-    const count = byNode?.get(node);
-    if (byNode === undefined || count === undefined) return;
-    if (count > 1) byNode.set(node, count - 1);
-    else byNode.delete(node);
-    if (byNode.size === 0) {
-      this.presence.delete(user);
-      this.publish({ room: this.id, type: "presence", user, event: "leave" });
+    if (byNode === undefined) return;
+    if (typeof byNode === "string") {
+      if (byNode !== node) return;
+    } else {
+      const count = byNode.get(node);
+      if (count === undefined) return;
+      if (count > 1) byNode.set(node, count - 1);
+      else byNode.delete(node);
+      if (byNode.size > 0) return;
     }
+    this.presence.delete(user);
+    this.publish({ room: this.id, type: "presence", user, event: "leave" });
   }
 
   /** Forgets every user present through `node` (the node went away or re-registers its presence). */
   dropNode(node: string): void {
     for (const [user, byNode] of [...this.presence]) {
-      if (!byNode.delete(node)) continue;
-      if (byNode.size === 0) {
-        this.presence.delete(user);
-        this.publish({ room: this.id, type: "presence", user, event: "leave" });
-      }
+      if (typeof byNode === "string" ? byNode !== node : !byNode.delete(node) || byNode.size > 0) continue;
+      this.presence.delete(user);
+      this.publish({ room: this.id, type: "presence", user, event: "leave" });
     }
   }
 

@@ -26,7 +26,7 @@ import {
 } from "../helpers/cluster.js";
 import { ConditionalFront, S3_CREDENTIALS, startTestS3, type TestS3 } from "../helpers/s3.js";
 
-const LEASE = "2s";
+const LEASE = "3s";
 const BACKLOG = 1000;
 const FAST = ["--lease-ttl", LEASE, "--checkpoint-interval", "300ms", "--checkpoint-backlog", String(BACKLOG)];
 
