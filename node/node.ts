@@ -82,6 +82,8 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     valid ? log.info("lease renewed: accepting writes again") : log.error("lease not renewed in time: refusing writes (self-fenced)"),
   );
   await lease.renew();
+  // Renew from now on: a slow start (listing thousands of rooms) must not let the lease lapse.
+  lease.start();
 
   let gateway: Gateway | undefined;
   let router: Router | undefined;
@@ -109,6 +111,8 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
   const rebuilder = new RoomRebuilder(store, chain, cleanStop ? 0 : config.checkpointBacklog, (room) =>
     checkpointer.flush([room], { force: true }),
   );
+  // Peers and clients can reach this node before it has listed the rooms it must rebuild: hold every room.
+  rebuilder.holdUntilStarted();
   const rooms = new OwnedRooms(store, (messages) => {
     metrics.messagesCommitted.inc(messages.length);
     metrics.commitBatchSize.observe(messages.length);
@@ -130,7 +134,6 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     rebuilder,
     peers,
     log,
-    handoffTimeoutMs: config.leaseTtlMs,
     stoppedCleanly: (node) => stoppedCleanly(objects, node),
     backlog: config.checkpointBacklog,
   });
@@ -240,7 +243,6 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
   // rebuilt in the background (operations on them wait or get unavailable, never an empty room).
   await startRebuild(rebuilder, membership, config.id, log);
   checkpointer.start();
-  lease.start();
   const liveness = new Liveness({ self: config.id, membership, mapStore, lease, watcher: new LeaseWatcher(objects, config.leaseTtlMs), peers, log });
   membership.onChange((map, previous) => {
     log.info({ epoch: map.epoch, from: previous.epoch, nodes: map.nodes.map((n) => `${n.id}:${n.state}`) }, "cluster map changed");

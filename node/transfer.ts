@@ -28,8 +28,6 @@ export interface TransferDeps {
   readonly rebuilder: RoomRebuilder;
   readonly peers: { get(node: string): HandoffPeer };
   readonly log: Logger;
-  /** How long to keep asking a live previous owner for a handoff before falling back to the chain. */
-  readonly handoffTimeoutMs: number;
   /** Seqs a dead owner may have acknowledged beyond its chain (the checkpoint backlog bound). */
   readonly backlog: number;
   /** Whether a node's last stop was graceful with everything checkpointed (then nothing needs skipping). */
@@ -104,20 +102,25 @@ export class OwnershipTransfer {
     return n !== undefined && n.state !== "down";
   }
 
-  /** True when the previous owner handed the room off (everything it acknowledged is in the chain). */
+  /**
+   * True when the previous owner handed the room off (everything it acknowledged is in the chain). While
+   * that node is alive (not marked down) it may still accept writes until it sees the new map, so there is no
+   * falling back to the chain: keep asking (the room stays closed, clients retry) until it answers or its lease
+   * expires and it is marked down (it has fenced itself by then).
+   */
   private async askHandoff(from: string, room: string): Promise<boolean> {
-    const deadline = Date.now() + this.d.handoffTimeoutMs;
     for (let delay = 100; ; delay = Math.min(1000, delay * 2)) {
       try {
         await this.d.peers.get(from).handoff({ node: this.d.self, epoch: this.d.membership.epoch }, room);
         return true;
       } catch (err) {
-        if (Date.now() + delay > deadline || !this.isAlive(from)) {
-          // The previous owner is gone or unreachable: the chain is what survives of the room.
-          this.d.log.warn({ room, from, err: (err as Error).message }, "no handoff from the previous owner; taking the room over from its checkpoints");
+        if (!this.isAlive(from)) {
+          this.d.log.warn({ room, from, err: (err as Error).message }, "previous owner is down; taking the room over from its checkpoints");
           return false;
         }
+        this.d.log.debug({ room, from, err: (err as Error).message }, "handoff not answered yet; retrying");
         await new Promise((r) => setTimeout(r, delay));
+        await this.d.membership.refresh().catch(() => undefined);
       }
     }
   }

@@ -39,6 +39,10 @@ export class RoomUnavailableError extends Error {
 export class RoomRebuilder {
   private readonly gates = new Map<string, Gate>();
   private stopped = false;
+  /** Until `start` has gated the rooms to rebuild, no room may be served (it might be one of them). */
+  private listed: Promise<void> = Promise.resolve();
+  private releaseListed: () => void = () => {};
+  private starting = false;
 
   constructor(
     private readonly store: RoomStore,
@@ -54,12 +58,23 @@ export class RoomRebuilder {
    * `concurrency` at a time. Resolves once every such room is gated, so no request reaches a room before its
    * rebuild; `done` resolves when all are rebuilt or given up on.
    */
+  /**
+   * Holds every room until `start` has found the rooms to rebuild. A node calls this before it can receive
+   * requests, so a wiped node never answers for a room it is about to rebuild.
+   */
+  holdUntilStarted(): void {
+    this.starting = true;
+    this.listed = new Promise((resolve) => (this.releaseListed = resolve));
+  }
+
   async start(
     owns: (room: string) => boolean,
     options: { concurrency?: number; onProgress?: (p: RebuildProgress) => void; onError?: (room: string, err: unknown) => void } = {},
   ): Promise<{ rooms: number; done: Promise<RebuildProgress> }> {
     const rooms = (await this.chain.rooms()).filter(owns);
     const queue = rooms.map((room) => ({ room, gate: this.gate(room) }));
+    this.starting = false;
+    this.releaseListed();
     let roomsDone = 0;
     let messages = 0;
     const worker = async () => {
@@ -68,7 +83,8 @@ export class RoomRebuilder {
           try {
             const manifest = await this.chain.read(item.room);
             if (manifest !== undefined && manifest.manifest.head > this.store.head(item.room)) {
-              messages += (await restoreRoom(this.store, this.chain, item.room, manifest)).restored;
+              const { restored } = await restoreRoom(this.store, this.chain, item.room, manifest);
+              messages += restored;
               // The lost disk may have held acknowledged seqs beyond the chain: never give them out again.
               if (this.backlog > 0) {
                 await this.store.skipTo(item.room, manifest.manifest.head + this.backlog);
@@ -101,6 +117,17 @@ export class RoomRebuilder {
 
   /** Resolves when the room may be served; throws RoomUnavailableError after `timeoutMs` or at once if failed. */
   async ready(room: string, timeoutMs: number): Promise<void> {
+    let startTimer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        this.listed,
+        new Promise((_, reject) => {
+          startTimer = setTimeout(() => reject(new RoomUnavailableError(room, "the node is still starting")), timeoutMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(startTimer);
+    }
     const gate = this.gates.get(room);
     if (gate === undefined) return;
     if (gate.failure !== undefined) throw new RoomUnavailableError(room, String((gate.failure as Error).message ?? gate.failure));
@@ -118,7 +145,7 @@ export class RoomRebuilder {
   }
 
   isGated(room: string): boolean {
-    return this.gates.has(room);
+    return this.gates.has(room) || this.starting;
   }
 
   /** Rooms gated now, with why: "rebuilding" or the failure. */

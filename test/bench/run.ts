@@ -8,9 +8,14 @@
  * deliveries, server CPU. Fractal additionally gets a persistence check through the HTTP history API.
  * Phase 2, idle memory: N idle websocket clients (each joined to one room) on ONE node; RSS (and heap, if
  * /metrics has it) per connected socket.
+ * Phase 3, durability: the fan-out workload at one rate with checkpoints every 1 s and (effectively) never,
+ * checkpoint throughput and lag from /metrics; then a 1-node cluster is loaded, checkpointed, stopped, wiped
+ * and restarted, and the rebuild from the object store is timed (ops.ts).
+ * Phase 4, rebalance: a 4th node joins a loaded 3-node cluster under a steady load; `fractal admin rebalance`.
+ * Phase 5, failover: kill -9 of a room owner, time to the first ack on its rooms, per lease TTL.
  *
  * Options (argv `--name=value` or env `BENCH_NAME`): --quick (BENCH_QUICK=1), --systems=fractal,peer,
- * --phases=fanout,memory, --rates=500,1000, --step-sec, --warmup-sec, --drain-sec, --clients, --room-size,
+ * --phases=fanout,memory,durability,rebalance,failover, (see README.md for the phase options) --rates=500,1000, --step-sec, --warmup-sec, --drain-sec, --clients, --room-size,
  * --idle-clients, --mem-systems=fractal,peer, --load-procs, --text-bytes, --no-skip, --keep-data, --out.
  * Progress goes to stderr, the table to stdout, JSON to test-output/bench.json, server logs to
  * test-output/bench-logs/.
@@ -48,6 +53,18 @@ import type {
   VerifyRes,
   VerifyRoom,
 } from "./protocol.js";
+import {
+  bucketQuantile,
+  histBuckets,
+  metricSum,
+  runFailover,
+  runRebalance,
+  runRebuild,
+  scrape,
+  type FailoverResult,
+  type RebalanceResult,
+  type RebuildResult,
+} from "./ops.js";
 import { BENCH_DIR, LOG_DIR, OUT_DIR, eventLoopLag, heapUsedBytes, inspectorGc, startCpuProfile, startSystem, type RunningSystem } from "./systems.js";
 
 // ---------------------------------------------------------------- options
@@ -94,7 +111,7 @@ const QUICK = flag("quick") && !flag("full");
 const cfg = {
   mode: QUICK ? "quick" : "full",
   systems: list("systems", ["fractal", "peer"]) as SystemName[],
-  phases: list("phases", ["fanout", "memory"]),
+  phases: list("phases", ["fanout", "memory", "durability", "rebalance", "failover"]),
   // The peer's idle memory is a reference point only; quick mode skips it to stay near one minute.
   memSystems: list("mem-systems", QUICK ? ["fractal"] : ["fractal", "peer"]) as SystemName[],
   rates: list("rates", QUICK ? ["200", "500", "1000"] : ["500", "1000", "2000", "4000", "8000"]).map(Number),
@@ -118,7 +135,46 @@ const cfg = {
   /** Pass criteria for "sustained". */
   p99LimitMs: num("p99-limit-ms", 50),
   memTargetKiB: 12,
+  // Durability (a): the fan-out workload at one rate with --checkpoint-interval 1s and 3600s.
+  ckptRate: num("ckpt-rate", QUICK ? 500 : 1000),
+  ckptIntervals: list("ckpt-intervals", ["1s", "3600s"]),
+  // Durability (b): rebuild of a wiped 1-node cluster from the object store.
+  rebuildRooms: num("rebuild-rooms", QUICK ? 100 : 1000),
+  rebuildMessages: num("rebuild-messages", QUICK ? 100_000 : 1_000_000),
+  /** Cap of each bulk load (rebuild and rebalance phases). */
+  loadCapMs: num("load-cap-sec", QUICK ? 45 : 120) * 1000,
+  loadConcurrency: num("load-concurrency", 64),
+  loadWorkers: num("load-workers", 1),
+  rebuildTargetPerSec: 100_000,
+  // Rebalance: 3 nodes, N rooms / M messages, steady load on a subset, a 4th node joins, admin rebalance.
+  rebRooms: num("reb-rooms", QUICK ? 1000 : 10_000),
+  rebMessages: num("reb-messages", QUICK ? 50_000 : 1_000_000),
+  rebSteadyRooms: num("reb-steady-rooms", QUICK ? 30 : 100),
+  rebMembers: num("reb-members", QUICK ? 3 : 5),
+  rebRate: num("reb-rate", QUICK ? 300 : 1000),
+  rebSteadySec: num("reb-steady-sec", QUICK ? 5 : 10),
+  rebAfterSec: num("reb-after-sec", QUICK ? 3 : 5),
+  rebMaxConcurrent: num("reb-max-concurrent", 32),
+  rebPauseTargetMs: 200,
+  rebThroughputTarget: 0.7,
+  // Failover: kill -9 of an owner under a send load, per lease TTL.
+  foTtls: list("fo-ttls", ["5s", "2s"]),
+  foVictimRooms: num("fo-rooms", QUICK ? 6 : 12),
+  foControlRooms: num("fo-control-rooms", QUICK ? 2 : 4),
+  foIntervalMs: num("fo-interval-ms", 50),
+  foPreKillSec: num("fo-pre-kill-sec", QUICK ? 2 : 4),
+  foWaitSec: num("fo-wait-sec", 30),
+  foTargetMs: 10_000,
 };
+{
+  // The overall limit grows with the phases chosen (unless --timeout-sec is given).
+  if (opt("timeout-sec") === undefined) {
+    const perPhase: Record<string, number> = QUICK
+      ? { fanout: 150, memory: 120, durability: 240, rebalance: 240, failover: 150 }
+      : { fanout: 480, memory: 300, durability: 420, rebalance: 420, failover: 180 };
+    cfg.totalTimeoutMs = cfg.phases.reduce((a, ph) => a + (perPhase[ph] ?? 300), 0) * 1000;
+  }
+}
 for (const s of [...cfg.systems, ...cfg.memSystems]) {
   if (s !== "fractal" && s !== "peer") throw new Error(`unknown system ${s}`);
 }
@@ -269,6 +325,9 @@ const results: {
   machine: { cpus: number; node: string; totalMemMiB: number };
   fanout: FanoutResult[];
   memory: MemoryResult[];
+  durability?: { checkpointCost: CkptCostRow[]; rebuild?: RebuildResult; tookSec?: number };
+  rebalance?: RebalanceResult & { tookSec?: number };
+  failover?: (FailoverResult & { tookSec?: number })[];
   ratioFractalToPeer: number | null;
   errors: string[];
   finishedAt?: string;
@@ -394,7 +453,17 @@ function layout(clients: number, roomSize: number, prefix: string): ClientSpec[]
 
 // ---------------------------------------------------------------- phase 1: fan-out
 
-async function runFanout(name: SystemName, deadline: number): Promise<FanoutResult> {
+/** A fan-out run with other settings (the durability phase runs it with and without checkpoints). */
+interface FanoutVariant {
+  rates?: number[];
+  env?: NodeJS.ProcessEnv;
+  tag?: string;
+  /** Called before the meters start and after the step (and its drain) of every measured step. */
+  onStep?: (when: "before" | "after", step: number, running: RunningSystem) => Promise<void>;
+}
+
+async function runFanout(name: SystemName, deadline: number, variant: FanoutVariant = {}): Promise<FanoutResult> {
+  const rates = variant.rates ?? cfg.rates;
   const res: FanoutResult = {
     system: name,
     ok: false,
@@ -413,7 +482,7 @@ async function runFanout(name: SystemName, deadline: number): Promise<FanoutResu
   try {
     log(`== fan-out: ${name}: starting 3 servers`);
     sys = await withTimeout(
-      startSystem(name, { tag: `${TAG}-fanout`, readyTimeoutMs: cfg.readyTimeoutMs, keepData: cfg.keepData, inspect: cfg.profile }),
+      startSystem(name, { tag: variant.tag ?? `${TAG}-fanout`, readyTimeoutMs: cfg.readyTimeoutMs, keepData: cfg.keepData, inspect: cfg.profile, env: variant.env }),
       cfg.readyTimeoutMs + 20000,
       `${name} start`,
     );
@@ -484,7 +553,7 @@ async function runFanout(name: SystemName, deadline: number): Promise<FanoutResu
         drained: boolean;
       }
     >();
-    const plan = [{ step: 0, rate: cfg.rates[0] ?? 100, durationMs: cfg.warmupMs }, ...cfg.rates.map((rate, i) => ({ step: i + 1, rate, durationMs: cfg.stepMs }))];
+    const plan = [{ step: 0, rate: rates[0] ?? 100, durationMs: cfg.warmupMs }, ...rates.map((rate, i) => ({ step: i + 1, rate, durationMs: cfg.stepMs }))];
     let saturatedAt: number | undefined;
     for (const p of plan) {
       if (saturatedAt !== undefined) {
@@ -508,6 +577,7 @@ async function runFanout(name: SystemName, deadline: number): Promise<FanoutResu
           return undefined;
         });
       }
+      if (p.step > 0) await variant.onStep?.("before", p.step, running);
       const meters = [serverCpu, auxCpu, loadCpu, benchCpu, machineCpu, ...perServer];
       for (const m of meters) m.start();
       let cpu: [number, number, number] = [0, 0, 0];
@@ -530,6 +600,7 @@ async function runFanout(name: SystemName, deadline: number): Promise<FanoutResu
       );
       clearTimeout(cpuTimer);
       const lags = await Promise.all(running.urls.map((u) => eventLoopLag(u)));
+      if (p.step > 0) await variant.onStep?.("after", p.step, running);
       if (stopProfile !== undefined) {
         const top = await stopProfile().catch((e: unknown) => [`failed: ${errMsg(e)}`]);
         log(`fan-out ${name}: ${p.step === 0 ? "warm-up" : `rate ${p.rate}`}: CPU profile of server 1 written to ${profileFile}; top self time:\n    ${top.join("\n    ")}`);
@@ -792,6 +863,359 @@ async function runMemory(name: SystemName, deadline: number): Promise<MemoryResu
   return res;
 }
 
+// ---------------------------------------------------------------- phase 3: durability
+
+interface CkptCostRow {
+  interval: string;
+  ok: boolean;
+  error?: string;
+  offered: number;
+  sentPerSec: number | null;
+  deliveredPerSec: number | null;
+  p50: number | null;
+  p99: number | null;
+  ackP99: number | null;
+  acked: string;
+  lost: number | null;
+  serverCpuPct: number | null;
+  otherCpuPct: number | null;
+  /** fractal_checkpointed_messages_total delta over the step (3 nodes) / step time. */
+  checkpointedPerSec: number | null;
+  /** p99 of fractal_checkpoint_lag_seconds from the bucket deltas over the step, and how many checkpoints. */
+  lagP99: string;
+  checkpoints: number;
+}
+
+async function runCheckpointCost(deadline: number): Promise<CkptCostRow[]> {
+  const rows: CkptCostRow[] = [];
+  for (const interval of cfg.ckptIntervals) {
+    const row: CkptCostRow = {
+      interval,
+      ok: false,
+      offered: cfg.ckptRate,
+      sentPerSec: null,
+      deliveredPerSec: null,
+      p50: null,
+      p99: null,
+      ackP99: null,
+      acked: "-",
+      lost: null,
+      serverCpuPct: null,
+      otherCpuPct: null,
+      checkpointedPerSec: null,
+      lagP99: "-",
+      checkpoints: 0,
+    };
+    rows.push(row);
+    if (Date.now() > deadline) {
+      row.error = "time budget exhausted";
+      continue;
+    }
+    log(`== durability: checkpoint cost: fan-out at ${cfg.ckptRate} msg/s with --checkpoint-interval ${interval}`);
+    let before: { t: number; texts: string[] } | undefined;
+    let after: { t: number; texts: string[] } | undefined;
+    const f = await runFanout("fractal", deadline, {
+      rates: [cfg.ckptRate],
+      env: { FRACTAL_CHECKPOINT_INTERVAL: interval },
+      tag: `${TAG}-ckpt-${interval}`,
+      onStep: async (when, _step, running) => {
+        const snap = { t: performance.now(), texts: await Promise.all(running.urls.map((u) => scrape(u))) };
+        if (when === "before") before = snap;
+        else after = snap;
+      },
+    });
+    const r = f.rows[0];
+    if (r !== undefined) {
+      row.sentPerSec = r.sentPerSec;
+      row.deliveredPerSec = r.deliveredPerSec;
+      row.p50 = r.latency.p50;
+      row.p99 = r.latency.p99;
+      row.ackP99 = r.ackLatency.p99;
+      row.acked = `${r.acked}/${r.sent}`;
+      row.lost = r.lost;
+      row.serverCpuPct = r.serverCpuPct;
+      row.otherCpuPct = r.otherCpuPct;
+    }
+    if (before !== undefined && after !== undefined) {
+      const sec = (after.t - before.t) / 1000;
+      const sum = (x: { texts: string[] }): number => x.texts.reduce((a, t) => a + metricSum(t, "fractal_checkpointed_messages_total"), 0);
+      row.checkpointedPerSec = (sum(after) - sum(before)) / sec;
+      const merge = (x: { texts: string[] }): Map<string, number> => {
+        const m = new Map<string, number>();
+        for (const t of x.texts) for (const [k, v] of histBuckets(t, "fractal_checkpoint_lag_seconds")) m.set(k, (m.get(k) ?? 0) + v);
+        return m;
+      };
+      const q = bucketQuantile(merge(before), merge(after), 0.99);
+      row.lagP99 = q.value === "-" ? "-" : `${q.value} s`;
+      row.checkpoints = q.n;
+      log(`durability: --checkpoint-interval ${interval}: ${row.checkpointedPerSec.toFixed(0)} messages checkpointed/s over ${sec.toFixed(1)} s, ${q.n} room checkpoints, lag p99 ${row.lagP99}`);
+    }
+    row.ok = f.ok && r !== undefined;
+    if (f.error !== undefined) row.error = f.error.split("\n")[0];
+  }
+  return rows;
+}
+
+async function runDurability(deadline: number): Promise<void> {
+  const t0 = performance.now();
+  const d: NonNullable<typeof results.durability> = { checkpointCost: [] };
+  results.durability = d;
+  d.checkpointCost = await runCheckpointCost(deadline);
+  if (Date.now() > deadline) results.errors.push("durability rebuild not run: time budget exhausted");
+  else {
+    log(`== durability: rebuild of a wiped node: ${cfg.rebuildRooms} rooms, ${cfg.rebuildMessages} messages (load cap ${cfg.loadCapMs / 1000} s)`);
+    d.rebuild = await withTimeout(
+      runRebuild({
+        tag: `${TAG}-rebuild`,
+        rooms: cfg.rebuildRooms,
+        messages: cfg.rebuildMessages,
+        loadMaxMs: cfg.loadCapMs,
+        loadProcs: cfg.loadWorkers,
+        concurrency: cfg.loadConcurrency,
+        textBytes: cfg.textBytes,
+        readyTimeoutMs: cfg.readyTimeoutMs,
+        rebuildTimeoutMs: 120_000,
+        keepData: cfg.keepData,
+      }),
+      cfg.loadCapMs + 360_000,
+      "durability rebuild",
+    ).catch((e: unknown) => ({ ok: false, error: errMsg(e) }) as RebuildResult);
+  }
+  d.tookSec = (performance.now() - t0) / 1000;
+  log(`durability phase took ${d.tookSec.toFixed(0)} s`);
+}
+
+async function runRebalancePhase(): Promise<void> {
+  const t0 = performance.now();
+  log(`== rebalance: 3 nodes, ${cfg.rebRooms} rooms, ${cfg.rebMessages} messages (load cap ${cfg.loadCapMs / 1000} s); steady ${cfg.rebRate} msg/s on ${cfg.rebSteadyRooms} rooms of ${cfg.rebMembers}; n4 joins; admin rebalance`);
+  const r = await withTimeout(
+    runRebalance({
+      tag: `${TAG}-rebalance`,
+      rooms: cfg.rebRooms,
+      messages: cfg.rebMessages,
+      loadMaxMs: cfg.loadCapMs,
+      loadProcs: cfg.loadWorkers,
+      concurrency: cfg.loadConcurrency,
+      textBytes: cfg.textBytes,
+      steadyRooms: cfg.rebSteadyRooms,
+      members: cfg.rebMembers,
+      rate: cfg.rebRate,
+      steadySec: cfg.rebSteadySec,
+      afterSec: cfg.rebAfterSec,
+      maxConcurrent: cfg.rebMaxConcurrent,
+      readyTimeoutMs: cfg.readyTimeoutMs,
+      rebalanceTimeoutMs: 240_000,
+      keepData: cfg.keepData,
+    }),
+    cfg.loadCapMs + 420_000,
+    "rebalance",
+  ).catch((e: unknown) => ({ ok: false, error: errMsg(e), windows: [], notes: [] }) as unknown as RebalanceResult);
+  results.rebalance = { ...r, tookSec: (performance.now() - t0) / 1000 };
+  log(`rebalance phase took ${results.rebalance.tookSec!.toFixed(0)} s`);
+}
+
+async function runFailoverPhase(deadline: number): Promise<void> {
+  results.failover = [];
+  for (const ttl of cfg.foTtls) {
+    if (Date.now() > deadline) {
+      results.errors.push(`failover with --lease-ttl ${ttl} not run: time budget exhausted`);
+      continue;
+    }
+    const t0 = performance.now();
+    log(`== failover: --lease-ttl ${ttl}`);
+    const r = await withTimeout(
+      runFailover({
+        tag: `${TAG}-failover-${ttl}`,
+        leaseTtl: ttl,
+        victimRooms: cfg.foVictimRooms,
+        controlRooms: cfg.foControlRooms,
+        intervalMs: cfg.foIntervalMs,
+        preKillSec: cfg.foPreKillSec,
+        waitMs: cfg.foWaitSec * 1000,
+        readyTimeoutMs: cfg.readyTimeoutMs,
+        textBytes: cfg.textBytes,
+        keepData: cfg.keepData,
+      }),
+      cfg.foWaitSec * 1000 + 150_000,
+      `failover ${ttl}`,
+    ).catch((e: unknown) => ({ ok: false, error: errMsg(e), leaseTtl: ttl, perRoom: [], notes: [], errorsAfterKill: {} }) as unknown as FailoverResult);
+    results.failover.push({ ...r, tookSec: (performance.now() - t0) / 1000 });
+  }
+}
+
+function reportOps(out: string[]): void {
+  const d = results.durability;
+  if (d !== undefined) {
+    out.push("");
+    out.push(
+      `Durability (a), checkpoint cost on the serving path: the fan-out workload (${cfg.clients} clients, rooms of ${cfg.roomSize}, 3 nodes) at ${cfg.ckptRate} msg/s for ` +
+        `${cfg.stepMs / 1000} s, with each --checkpoint-interval. ckpt msg/s = fractal_checkpointed_messages_total delta (3 nodes) over the step; ` +
+        "lag p99 = fractal_checkpoint_lag_seconds p99 from the bucket deltas over the step (upper bucket edge); ckpts = room checkpoints in the step.",
+    );
+    out.push(
+      table(
+        ["interval", "sent/s", "deliv/s", "p50 ms", "p99 ms", "ack p99", "acked/sent", "lost", "srv CPU%", "other%", "ckpt msg/s", "lag p99", "ckpts", "error"],
+        d.checkpointCost.map((r) => [
+          r.interval,
+          fmt(r.sentPerSec, 0),
+          fmt(r.deliveredPerSec, 0),
+          fmt(r.p50),
+          fmt(r.p99),
+          fmt(r.ackP99),
+          r.acked,
+          r.lost === null ? "-" : String(r.lost),
+          fmt(r.serverCpuPct, 0),
+          fmt(r.otherCpuPct, 0),
+          fmt(r.checkpointedPerSec, 0),
+          r.lagP99,
+          String(r.checkpoints),
+          r.error ?? "",
+        ]),
+      ),
+    );
+    const [w, wo] = d.checkpointCost;
+    if (w?.deliveredPerSec != null && wo?.deliveredPerSec != null && wo.deliveredPerSec > 0) {
+      out.push(
+        `  ratio with/without checkpoints (${w.interval} vs ${wo.interval}): delivered/s ${(w.deliveredPerSec / wo.deliveredPerSec).toFixed(2)}, ` +
+          `e2e p50 ${w.p50 != null && wo.p50 != null ? (w.p50 / wo.p50).toFixed(2) : "-"}, p99 ${w.p99 != null && wo.p99 != null ? (w.p99 / wo.p99).toFixed(2) : "-"}`,
+      );
+    }
+    const b = d.rebuild;
+    if (b !== undefined) {
+      out.push("");
+      out.push(
+        `Durability (b), rebuild of a wiped node: 1-node cluster loaded with ${b.targetMessages} messages in ${b.rooms} rooms (parallel POST /api/rooms/:room/messages, ` +
+          `cap ${cfg.loadCapMs / 1000} s), admin checkpoint, SIGTERM, data dir deleted (objects kept), restart. Times from the spawn of the new process: ` +
+          `ready and "rebuild finished" from the node's log, gated=[] from polling GET /api/admin/status (= admin status --json) every 200 ms. ` +
+          `restored/s = messages of the "rebuild finished" line / its time; acked/s = acked messages / the same time. Target: >= ${cfg.rebuildTargetPerSec} msg/s.`,
+      );
+      out.push(
+        table(
+          ["rooms", "loaded", "load s", "load msg/s", "ckpt ms", "stop ms", "ready ms", "rebuilt ms", "gated=[] ms", "log msgs", "restored/s", "acked/s", ">= target", "error"],
+          [
+            [
+              String(b.rooms),
+              `${b.loaded}/${b.targetMessages}`,
+              fmt(b.loadSec),
+              fmt(b.loadPerSec, 0),
+              b.checkpoint !== undefined ? String(b.checkpoint.ms) : "-",
+              fmt(b.stopMs, 0),
+              fmt(b.readyMs, 0),
+              fmt(b.rebuildFinishedMs, 0),
+              fmt(b.gatedEmptyMs, 0),
+              b.rebuildMessages !== undefined ? String(b.rebuildMessages) : "-",
+              fmt(b.restoredPerSec, 0),
+              fmt(b.ackedPerSec, 0),
+              b.ackedPerSec !== undefined ? (b.ackedPerSec >= cfg.rebuildTargetPerSec ? "yes" : "NO") : "-",
+              b.error?.split("\n")[0]?.slice(0, 80) ?? "",
+            ],
+          ],
+        ),
+      );
+      for (const n of b.notes ?? []) out.push(`  note: ${n}`);
+    }
+  }
+  const rb = results.rebalance;
+  if (rb !== undefined) {
+    out.push("");
+    out.push(
+      `Rebalance: 3 nodes loaded with ${rb.targetMessages} messages in ${rb.rooms} rooms (reached ${rb.loaded} in ${fmt(rb.loadSec)} s), steady load ${rb.steadyRate} msg/s ` +
+        `on ${rb.steadyRooms} of them (rooms of ${rb.steadyMembers} socket.io clients on n1-n3, sends retried with the same id after an error), ` +
+        `then n4 joins (--join) and \`fractal admin rebalance --json --max-concurrent ${cfg.rebMaxConcurrent}\` runs. Pause = per-room write pause from the command's result. ` +
+        `Targets: pause p99 <= ${cfg.rebPauseTargetMs} ms, throughput during the move >= ${cfg.rebThroughputTarget * 100}% of steady.`,
+    );
+    const res = rb.result;
+    out.push(
+      table(
+        ["moved", "planned", "failed", "messages", "epoch", "result ms", "CLI ms", "pause p50", "pause p99", "pause max", "steady rooms moved", "lost acked", "deliv ratio", "acked ratio", "pause ok", "tput ok", "error"],
+        [
+          [
+            res !== undefined ? String(res.done - res.failed) : "-",
+            rb.plannedMoves !== undefined ? String(rb.plannedMoves) : "-",
+            res !== undefined ? String(res.failed) : "-",
+            res !== undefined ? String(res.messages) : "-",
+            res !== undefined ? String(res.epoch) : "-",
+            res !== undefined ? String(res.ms) : "-",
+            fmt(rb.cliMs, 0),
+            res !== undefined ? String(res.pauseMs.p50) : "-",
+            res !== undefined ? String(res.pauseMs.p99) : "-",
+            res !== undefined ? String(res.pauseMs.max) : "-",
+            rb.steadyRoomsMoved !== undefined ? `${rb.steadyRoomsMoved}/${rb.steadyRooms}` : "-",
+            rb.lostAcked !== undefined ? String(rb.lostAcked) : "-",
+            fmt(rb.deliveredRatio, 2),
+            fmt(rb.ackedRatio, 2),
+            res !== undefined ? (res.pauseMs.p99 <= cfg.rebPauseTargetMs ? "yes" : "NO") : "-",
+            rb.deliveredRatio !== undefined ? (rb.deliveredRatio >= cfg.rebThroughputTarget ? "yes" : "NO") : "-",
+            rb.error?.split("\n")[0]?.slice(0, 80) ?? "",
+          ],
+        ],
+      ),
+    );
+    out.push("  client view per window (ack = first send → ok ack incl. retries, of sends started in the window; e2e = send → each member's receive):");
+    out.push(
+      table(
+        ["window", "sec", "sent/s", "acked/s", "deliv/s", "ack p50", "ack p99", "ack max", "e2e p50", "e2e p99", "e2e max", "error acks"],
+        rb.windows.map((w) => [
+          w.name,
+          fmt(w.sec),
+          fmt(w.sentPerSec, 0),
+          fmt(w.ackedPerSec, 0),
+          fmt(w.deliveredPerSec, 0),
+          fmt(w.ackP50),
+          fmt(w.ackP99),
+          fmt(w.ackMax, 0),
+          fmt(w.e2eP50),
+          fmt(w.e2eP99),
+          fmt(w.e2eMax, 0),
+          Object.keys(w.errors).length > 0 ? JSON.stringify(w.errors) : "0",
+        ]),
+      ),
+    );
+    const t = rb.totals;
+    if (t !== undefined) {
+      out.push(
+        `  steady load totals: acked ${t.acked}/${t.sent}, lost deliveries ${t.lost}, dup ${t.dups}, out of order ${t.outOfOrder}, seq gaps ${t.seqGaps}, ` +
+          `gap events ${t.gapEvents}, resets ${t.resetEvents}, retries ${t.retries}, disconnects ${JSON.stringify(t.disconnects)}`,
+      );
+    }
+    if (rb.verify !== undefined) {
+      const bad = rb.verify.rooms.filter((r) => r.missing > 0 || r.seqMismatch > 0 || r.dupSeqs > 0 || r.error !== undefined);
+      out.push(
+        `  history of the ${rb.verify.rooms.length} moved steady rooms: ${bad.length === 0 ? "every acked message there with its seq" : bad.map((r) => `${r.room} acked ${r.acked} missing ${r.missing} (seq reused ${r.seqReused})${r.seqMismatch ? ` seq mismatch ${r.seqMismatch}` : ""}${r.dupSeqs ? ` dup seqs ${r.dupSeqs}` : ""}${r.error ? ` error ${r.error}` : ""}`).join("; ")}`,
+      );
+    }
+    for (const n of rb.notes ?? []) out.push(`  note: ${n}`);
+  }
+  if (results.failover !== undefined) {
+    out.push("");
+    out.push(
+      `Failover: 3 nodes; one sender per room on n1/n2 (next send ${cfg.foIntervalMs} ms after its ack; after an error ack or 2 s without one, the same id again ` +
+        `after 100 ms) on rooms owned by n3 and control rooms owned by n1/n2; kill -9 n3. Recovery = kill → first ok ack of an attempt started after the kill, ` +
+        `per n3 room (first / median / last room). Target: <= ${cfg.foTargetMs / 1000} s. Lost = acked messages missing from the history of n3's rooms afterwards.`,
+    );
+    out.push(
+      table(
+        ["lease", "rooms", "first ms", "median ms", "last ms", "map change ms", "control max ms", "errors after kill", "lost acked", "gap events", "<= target", "error"],
+        results.failover.map((f) => [
+          f.leaseTtl,
+          `${f.recovered ?? 0}/${f.perRoom.length}`,
+          fmt(f.firstMs, 0),
+          fmt(f.medianMs, 0),
+          fmt(f.lastMs, 0),
+          fmt(f.mapChangeMs, 0),
+          fmt(f.controlMaxMs, 0),
+          Object.keys(f.errorsAfterKill).length > 0 ? JSON.stringify(f.errorsAfterKill) : "0",
+          f.lostAcked !== undefined ? String(f.lostAcked) : "-",
+          f.totals !== undefined ? String(f.totals.gapEvents) : "-",
+          f.lastMs !== undefined && f.lastMs !== null ? (f.lastMs <= cfg.foTargetMs ? "yes" : "NO") : "-",
+          f.error?.split("\n")[0]?.slice(0, 80) ?? "",
+        ]),
+      ),
+    );
+    for (const f of results.failover) for (const n of f.notes ?? []) out.push(`  note (${f.leaseTtl}): ${n}`);
+  }
+}
+
 // ---------------------------------------------------------------- report
 
 function pad(s: string, w: number, right = true): string {
@@ -910,6 +1334,7 @@ function report(): string {
       ),
     );
   }
+  reportOps(out);
   if (results.errors.length > 0) {
     out.push("");
     for (const e of results.errors) out.push(`error: ${e}`);
@@ -967,10 +1392,28 @@ async function main(): Promise<number> {
       results.memory.push(await runMemory(s, deadline + 60000));
     }
   }
+  if (cfg.phases.includes("durability")) {
+    if (Date.now() > deadline) results.errors.push("durability not run: time budget exhausted");
+    else await runDurability(deadline + 60000);
+  }
+  if (cfg.phases.includes("rebalance")) {
+    if (Date.now() > deadline) results.errors.push("rebalance not run: time budget exhausted");
+    else await runRebalancePhase();
+  }
+  if (cfg.phases.includes("failover")) {
+    if (Date.now() > deadline) results.errors.push("failover not run: time budget exhausted");
+    else await runFailoverPhase(deadline + 60000);
+  }
   process.stdout.write(report() + "\n");
   writeJson();
   clearTimeout(hardStop);
-  const failed = results.fanout.some((f) => !f.ok) || results.memory.some((m) => !m.ok);
+  const failed =
+    results.fanout.some((f) => !f.ok) ||
+    results.memory.some((m) => !m.ok) ||
+    (results.durability?.checkpointCost.some((r) => !r.ok) ?? false) ||
+    results.durability?.rebuild?.ok === false ||
+    results.rebalance?.ok === false ||
+    (results.failover?.some((f) => !f.ok) ?? false);
   return failed ? 1 : 0;
 }
 

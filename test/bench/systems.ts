@@ -18,7 +18,8 @@ import type { SystemName } from "./protocol.js";
 export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(BENCH_DIR, "..", "..");
 export const OUT_DIR = path.join(REPO, "test-output");
-export const LOG_DIR = path.join(OUT_DIR, "bench-logs");
+/** Server logs (wiped at the start of each run); BENCH_LOG_DIR puts them elsewhere. */
+export const LOG_DIR = process.env.BENCH_LOG_DIR ?? path.join(OUT_DIR, "bench-logs");
 
 export interface RunningSystem {
   name: SystemName;
@@ -38,7 +39,7 @@ export interface RunningSystem {
   stop(): Promise<void>;
 }
 
-function tail(file: string, lines = 15): string {
+export function tail(file: string, lines = 15): string {
   try {
     return readFileSync(file, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
   } catch {
@@ -46,7 +47,7 @@ function tail(file: string, lines = 15): string {
   }
 }
 
-function spawnLogged(name: string, cmd: string, args: string[], logFile: string, opts: { ipc?: boolean; env?: NodeJS.ProcessEnv } = {}): ChildProcess {
+export function spawnLogged(name: string, cmd: string, args: string[], logFile: string, opts: { ipc?: boolean; env?: NodeJS.ProcessEnv } = {}): ChildProcess {
   mkdirSync(path.dirname(logFile), { recursive: true });
   const fd = openSync(logFile, "w");
   const child = spawn(cmd, args, {
