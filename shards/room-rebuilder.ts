@@ -106,7 +106,7 @@ export class RoomRebuilder {
         options.onProgress?.({ roomsDone, roomsTotal: rooms.length, messages });
       }
     };
-    const workers = Array.from({ length: Math.min(options.concurrency ?? 4, Math.max(1, rooms.length)) }, worker);
+    const workers = Array.from({ length: Math.min(options.concurrency ?? 16, Math.max(1, rooms.length)) }, worker);
     const done = Promise.all(workers).then(() => ({ roomsDone, roomsTotal: rooms.length, messages }));
     return { rooms: rooms.length, done };
   }

@@ -58,7 +58,7 @@ export async function restoreRoom(
     for await (const { messages, segment, segments, skipTo } of chain.messages(room, manifest.manifest, from, target)) {
       // One transaction per segment: bounded memory and bounded event-loop pauses.
       if (skipTo !== undefined) await store.skipTo(room, skipTo);
-      else if (store.appendAsync) await store.appendAsync(messages);
+      else if (store.appendAsync) await store.appendAsync(messages, { bulk: true });
       else store.append(messages);
       restored += messages.length;
       options.onProgress?.({ room, phase: "write", segmentsDone: segment, segmentsTotal: segments, messages: restored, target });

@@ -171,10 +171,10 @@ export class SqliteRoomStore implements RoomStore {
     this.stmt.setHead.run(room, seq);
   }
 
-  appendAsync(messages: readonly StoredMessage[]): Promise<void> {
+  appendAsync(messages: readonly StoredMessage[], options?: { bulk?: boolean }): Promise<void> {
     if (this.writer === undefined) return Promise.resolve(this.append(messages));
     if (messages.length === 0) return Promise.resolve();
-    return this.request({ op: "append", messages });
+    return this.request({ op: "append", messages, bulk: options?.bulk === true });
   }
 
   private request(msg: object): Promise<void> {

@@ -59,9 +59,10 @@ export interface RoomStore {
   append(messages: readonly StoredMessage[]): void;
   /**
    * The same as `append`, done off the event loop where the implementation can (resolves once durable).
-   * Calls are applied in the order they are made.
+   * Calls are applied in the order they are made. `bulk`: copies of data that is durable elsewhere (a restore
+   * from the checkpoint chain), which may skip the per-batch fsync.
    */
-  appendAsync?(messages: readonly StoredMessage[]): Promise<void>;
+  appendAsync?(messages: readonly StoredMessage[], options?: { bulk?: boolean }): Promise<void>;
   history(room: string, query: HistoryQuery): StoredMessage[];
   /**
    * Moves the room's head forward to `seq` without messages: the seqs in between will never exist. Used
