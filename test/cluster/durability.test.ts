@@ -5,20 +5,18 @@
  * checkpoint, restore to a seq and corrupt-segment detection through the CLI.
  */
 import { expect } from "chai";
-import { execFile } from "node:child_process";
 import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { promisify } from "node:util";
 import {
   EventLog,
   MessageCollector,
-  REPO_ROOT,
   connect,
   emitAck,
   fullHistory,
   join,
   range,
   roomOwnedBy,
+  runAdmin,
   session,
   sleep,
   startCluster,
@@ -31,7 +29,6 @@ import {
 } from "../helpers/cluster.js";
 import { S3_CREDENTIALS, startTestS3, type TestS3 } from "../helpers/s3.js";
 
-const run = promisify(execFile);
 const INTERVAL_MS = 500;
 /**
  * Leases live in the object store, so an object-store outage longer than the lease fences every node (safety
@@ -76,15 +73,6 @@ async function client(c: TestCluster, i: number, name: string) {
   return { token, socket };
 }
 
-async function admin(c: TestCluster, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await run(process.execPath, ["node/bin/fractal.js", "admin", ...args, "--node", c.node(0).httpUrl], { cwd: REPO_ROOT });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: e.code ?? 1, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
-  }
-}
 
 /**
  * The crash test: load on a room owned by n2 from clients on n1 and n3; kill -9 n2 mid-load, wipe its data
@@ -177,18 +165,18 @@ describe("cluster: durable rooms (local directory object store)", function () {
     await join(watcher.socket, room);
     for (let i = 1; i <= 30; i++) await emitAck(a.socket, "send", { room, text: `m${i}`, id: `m${i}` });
 
-    const cp = await admin(c, ["checkpoint", "--room", room, "--json"]);
+    const cp = await runAdmin(c.node(0).httpUrl, ["checkpoint", "--room", room, "--json"]);
     expect(cp.code, cp.stderr).to.equal(0);
     expect(await manifestHead(room)).to.equal(30);
-    const status = await admin(c, ["status", "--room", room, "--json"]);
+    const status = await runAdmin(c.node(0).httpUrl, ["status", "--room", room, "--json"]);
     const s = JSON.parse(status.stdout) as { nodes: { node: string; rooms: { room: string; head: number; checkpointed: number; lagSeq: number }[] }[] };
     const row = s.nodes.find((n) => n.node === "n3")!.rooms[0]!;
     expect(row).to.include({ room, head: 30, checkpointed: 30, lagSeq: 0 });
-    const human = await admin(c, ["status"]);
+    const human = await runAdmin(c.node(0).httpUrl, ["status"]);
     expect(human.stdout).to.match(/NODE\s+STATE/);
 
     // A bad bot floods the room; the operator restores it to seq 25.
-    const restored = await admin(c, ["restore", "--room", room, "--to-seq", "25", "--json"]);
+    const restored = await runAdmin(c.node(0).httpUrl, ["restore", "--room", room, "--to-seq", "25", "--json"]);
     expect(restored.code, restored.stderr).to.equal(0);
     const lines = restored.stdout.trim().split("\n").map((l) => JSON.parse(l) as { progress?: unknown; result?: { head: number } });
     expect(lines.some((l) => l.progress !== undefined)).to.equal(true);
@@ -210,7 +198,7 @@ describe("cluster: durable rooms (local directory object store)", function () {
     expect(await manifestHead(room)).to.equal(25);
 
     // Corrupt the first segment: a restore detects it, says so, fails, and leaves the room as it was.
-    await admin(c, ["checkpoint", "--room", room]);
+    await runAdmin(c.node(0).httpUrl, ["checkpoint", "--room", room]);
     const segDir = path.join(c.root, "objects", "segments", room);
     const manifest = JSON.parse(readFileSync(path.join(c.root, "objects", "rooms", room, "manifest.json"), "utf8")) as { segments: { key: string }[] };
     const first = path.join(c.root, "objects", ...manifest.segments[0]!.key.split("/"));
@@ -218,7 +206,7 @@ describe("cluster: durable rooms (local directory object store)", function () {
     const bytes = readFileSync(first);
     bytes[Math.floor(bytes.length / 2)] = (bytes[Math.floor(bytes.length / 2)] ?? 0) ^ 0x55;
     writeFileSync(first, bytes);
-    const bad = await admin(c, ["restore", "--room", room]);
+    const bad = await runAdmin(c.node(0).httpUrl, ["restore", "--room", room]);
     expect(bad.code).to.not.equal(0);
     expect(bad.stderr).to.match(/corrupt|checksum/);
     expect((await fullHistory(c.node(0).httpUrl, token, room)).map((m) => m.seq)).to.deep.equal(range(1, 26));
@@ -227,12 +215,12 @@ describe("cluster: durable rooms (local directory object store)", function () {
   });
 
   it("refuses admin requests that are malformed, with a clear error and no change", async () => {
-    const bad = await admin(c, ["restore", "--room", "NOT valid", "--json"]);
+    const bad = await runAdmin(c.node(0).httpUrl, ["restore", "--room", "NOT valid", "--json"]);
     expect(bad.code).to.not.equal(0);
     expect(bad.stderr).to.match(/bad_request/);
-    const neg = await admin(c, ["restore", "--room", "x", "--to-seq", "-3"]);
+    const neg = await runAdmin(c.node(0).httpUrl, ["restore", "--room", "x", "--to-seq", "-3"]);
     expect(neg.code).to.not.equal(0);
-    const missing = await admin(c, ["restore", "--room", "no-such-room-ever"]);
+    const missing = await runAdmin(c.node(0).httpUrl, ["restore", "--room", "no-such-room-ever"]);
     expect(missing.stderr).to.match(/not_found/);
   });
 });
@@ -261,7 +249,7 @@ describe("cluster: durable rooms (S3 object store over the S3 protocol)", functi
   });
 
   async function checkpointedHead(room: string): Promise<number> {
-    const r = await admin(c, ["status", "--room", room, "--json"]);
+    const r = await runAdmin(c.node(0).httpUrl, ["status", "--room", room, "--json"]);
     const s = JSON.parse(r.stdout) as { nodes: { rooms?: { room: string; checkpointed: number }[] }[] };
     return Math.max(0, ...s.nodes.flatMap((n) => (n.rooms ?? []).filter((x) => x.room === room).map((x) => x.checkpointed)));
   }
@@ -284,7 +272,7 @@ describe("cluster: durable rooms (S3 object store over the S3 protocol)", functi
         expect(ack.ok, "sends are acknowledged while the object store is down").to.equal(true);
       }
       await sleep(3000);
-      const during = await admin(c, ["status", "--room", room, "--json"]);
+      const during = await runAdmin(c.node(0).httpUrl, ["status", "--room", room, "--json"]);
       const owner = (JSON.parse(during.stdout) as { nodes: { node: string; lagSeconds: number; rooms: { room: string; lagSeq: number }[] }[] }).nodes.find(
         (n) => n.node === "n1",
       )!;

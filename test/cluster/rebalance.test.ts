@@ -5,16 +5,14 @@
  * empties a node so it can be stopped; two rebalances at once do not corrupt the map.
  */
 import { expect } from "chai";
-import { execFile } from "node:child_process";
 import path from "node:path";
-import { promisify } from "node:util";
 import {
-  REPO_ROOT,
   connect,
   emitAck,
   fullHistory,
   http,
   join,
+  runAdmin,
   session,
   sleep,
   startCluster,
@@ -27,20 +25,10 @@ import {
   type TestCluster,
 } from "../helpers/cluster.js";
 
-const run = promisify(execFile);
 const ARGS = ["--lease-ttl", "10s", "--checkpoint-interval", "300ms"];
 const ROOMS = 800;
 const LOADED = 12;
 
-async function admin(url: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await run(process.execPath, ["node/bin/fractal.js", "admin", ...args, "--node", url], { cwd: REPO_ROOT, maxBuffer: 64 << 20 });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: e.code ?? 1, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
-  }
-}
 
 function lines(stdout: string): Record<string, any>[] {
   return stdout.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, any>);
@@ -173,7 +161,7 @@ describe("cluster: rebalance and drain under load", function () {
       extraArgs: [...ARGS, "--object-store", path.join(c.root, "objects"), "--join", c.node(0).httpUrl],
     });
     const before = await owners();
-    const dry = lines((await admin(c.node(0).httpUrl, ["rebalance", "--dry-run", "--json"])).stdout);
+    const dry = lines((await runAdmin(c.node(0).httpUrl, ["rebalance", "--dry-run", "--json"])).stdout);
     const plan = dry[0]!.plan as { moves: { room: string; from: string; to: string }[] };
     expect(plan.moves.length).to.be.greaterThan(0);
     expect(plan.moves.every((m) => m.to === "j1")).to.equal(true);
@@ -182,7 +170,7 @@ describe("cluster: rebalance and drain under load", function () {
     const loaded = rooms.slice(0, LOADED);
     const load = await startLoad([...c.nodes.map((n) => n.httpUrl), joiner.node(0).httpUrl], loaded);
     await sleep(1500);
-    const result = await admin(c.node(1).httpUrl, ["rebalance", "--json", "--max-concurrent", "32"]);
+    const result = await runAdmin(c.node(1).httpUrl, ["rebalance", "--json", "--max-concurrent", "32"]);
     expect(result.code, result.stderr).to.equal(0);
     const out = lines(result.stdout);
     const final = out[out.length - 1]!.result as { done: number; total: number; failed: number; pauseMs: { p50: number; p99: number; max: number } };
@@ -210,7 +198,7 @@ describe("cluster: rebalance and drain under load", function () {
     const loaded = rooms.slice(LOADED, LOADED * 2);
     const load = await startLoad(c.nodes.map((n) => n.httpUrl), loaded);
     await sleep(1000);
-    const result = await admin(c.node(0).httpUrl, ["drain", "j1", "--json"]);
+    const result = await runAdmin(c.node(0).httpUrl, ["drain", "j1", "--json"]);
     expect(result.code, result.stderr).to.equal(0);
     const after = await owners();
     expect([...after.values()].includes("j1")).to.equal(false);
@@ -233,7 +221,7 @@ describe("cluster: rebalance and drain under load", function () {
     try {
       const token = await c.token();
       const epochBefore = (await http(`${c.node(0).httpUrl}/api/cluster`, { token })).json.epoch as number;
-      const [a, b] = await Promise.all([admin(c.node(0).httpUrl, ["rebalance", "--json"]), admin(c.node(2).httpUrl, ["rebalance", "--json"])]);
+      const [a, b] = await Promise.all([runAdmin(c.node(0).httpUrl, ["rebalance", "--json"]), runAdmin(c.node(2).httpUrl, ["rebalance", "--json"])]);
       const outcomes = [a, b].map((r) => (r.code === 0 ? "ok" : /changed since the plan|already/.test(r.stderr) ? "told" : `failed: ${r.stderr}`));
       expect(outcomes.filter((o) => o === "ok").length, JSON.stringify(outcomes)).to.be.at.least(1);
       expect(outcomes.every((o) => o === "ok" || o === "told"), JSON.stringify(outcomes)).to.equal(true);
@@ -242,7 +230,7 @@ describe("cluster: rebalance and drain under load", function () {
       expect(map.epoch).to.be.greaterThan(epochBefore);
       expect(new Set(map.nodes.map((n) => n.id)).size).to.equal(map.nodes.length);
     } finally {
-      await admin(c.node(0).httpUrl, ["drain", "k1"]);
+      await runAdmin(c.node(0).httpUrl, ["drain", "k1"]);
       await extra.stopAll();
     }
   });

@@ -5,16 +5,10 @@
  * `fractal admin move-room` moves a room's home to the other region without losing a message.
  */
 import { expect } from "chai";
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
-import { MessageCollector, REPO_ROOT, connect, emitAck, fullHistory, http, join, session, sleep, startCluster, uniqueRoom, uniqueUser, waitUntil, type Ack, type SendAck, type TestCluster } from "../helpers/cluster.js";
+import { MessageCollector, admin, connect, emitAck, fullHistory, http, join, session, sleep, startCluster, uniqueRoom, uniqueUser, waitUntil, type Ack, type SendAck, type TestCluster } from "../helpers/cluster.js";
 
-const run = promisify(execFile);
 const REGION = (i: number) => (i < 2 ? "east" : "west");
 
-async function admin(url: string, args: string[]): Promise<string> {
-  return (await run(process.execPath, ["node/bin/fractal.js", "admin", ...args, "--node", url], { cwd: REPO_ROOT })).stdout;
-}
 
 describe("cluster: two regions on loopback", function () {
   this.timeout(120_000);

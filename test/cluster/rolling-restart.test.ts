@@ -5,16 +5,10 @@
  * duplicated and every client's stream is gap-free.
  */
 import { expect } from "chai";
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
 import { io, type Socket } from "socket.io-client";
-import { REPO_ROOT, emitAck, fullHistory, session, sleep, startCluster, uniqueRoom, uniqueUser, waitUntil, type Ack, type ChatMessage, type SendAck, type TestCluster } from "../helpers/cluster.js";
+import { admin, emitAck, fullHistory, session, sleep, startCluster, uniqueRoom, uniqueUser, waitUntil, type Ack, type ChatMessage, type SendAck, type TestCluster } from "../helpers/cluster.js";
 
-const run = promisify(execFile);
 
-async function admin(url: string, args: string[]): Promise<void> {
-  await run(process.execPath, ["node/bin/fractal.js", "admin", ...args, "--node", url], { cwd: REPO_ROOT });
-}
 
 interface Member {
   socket: Socket;

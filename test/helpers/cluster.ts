@@ -13,13 +13,14 @@
  * Also here: small protocol helpers (session, connect, emitAck, join/send/history), a MessageCollector and
  * an EventLog for server → client events, and ownership helpers (ownerOf, roomOwnedBy).
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, readFileSync, rmSync, existsSync, type WriteStream } from "node:fs";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { io, type ManagerOptions, type Socket, type SocketOptions } from "socket.io-client";
 
 export type { Socket } from "socket.io-client";
@@ -806,4 +807,34 @@ export function range(from: number, to: number): number[] {
   const out: number[] = [];
   for (let i = from; i <= to; i++) out.push(i);
   return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The admin CLI
+// ---------------------------------------------------------------------------------------------------------
+
+export interface AdminRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `fractal admin <args> --node <url>` as a real process; never throws (see `code`). */
+const execFileAsync = promisify(execFile);
+
+export async function runAdmin(url: string, args: string[]): Promise<AdminRun> {
+  try {
+    const r = await execFileAsync(process.execPath, ["node/bin/fractal.js", "admin", ...args, "--node", url], { cwd: REPO_ROOT, maxBuffer: 64 << 20 });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: e.code ?? 1, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
+  }
+}
+
+/** Like runAdmin, but a non-zero exit is an error; returns stdout. */
+export async function admin(url: string, args: string[]): Promise<string> {
+  const r = await runAdmin(url, args);
+  if (r.code !== 0) throw new Error(`fractal admin ${args.join(" ")} exited ${r.code}: ${r.stderr.trim()}`);
+  return r.stdout;
 }
