@@ -11,6 +11,7 @@ import {
   CheckpointCorruptError,
   decodeSegment,
   encodeManifest,
+  encodeTombstone,
   gapRef,
   encodeSegment,
   FORMAT,
@@ -18,9 +19,13 @@ import {
   MANIFEST_PREFIX,
   mergeStart,
   parseManifest,
+  parseTombstone,
   roomOfManifestKey,
   segmentKey,
   sha256,
+  trashKey,
+  trashKeyTime,
+  trashPrefix,
   type Manifest,
   type SegmentRef,
 } from "./checkpoint-format.js";
@@ -52,6 +57,9 @@ export interface ChainWriter {
 export type RangeReader = (room: string, from: number, to: number) => Promise<StoredMessage[]>;
 
 export class CheckpointChain {
+  /** Room -> earliest time one of its tombstones is past retention (absent: unknown, list on next sweep). */
+  private readonly nextSweep = new Map<string, number>();
+
   constructor(
     private readonly objects: ObjectStore,
     /** How long replaced segments are kept before deletion (ms). */
@@ -92,7 +100,7 @@ export class CheckpointChain {
     // Seqs the room skipped (failover, lost disk) are recorded as a gap so the chain still covers 1..head.
     if (first.seq > head + 1) segments.push(gapRef(head + 1, first.seq - 1));
     segments.push(await this.writeSegment(room, messages, 0, writer.epoch));
-    const superseded = [...(base?.superseded ?? [])];
+    const replaced = (base?.superseded ?? []).map((s) => s.key);
     // Merge full levels (the last FANOUT segments of one level become one segment a level up).
     for (let start = mergeStart(segments); start !== undefined; start = mergeStart(segments)) {
       const group = segments.slice(start);
@@ -105,10 +113,11 @@ export class CheckpointChain {
       }
       const ref = await this.writeSegment(room, merged, group[0]!.level + 1, writer.epoch);
       segments = [...segments.slice(0, start), ref];
-      for (const s of group) superseded.push({ key: s.key, at: this.clock() });
+      for (const s of group) replaced.push(s.key);
     }
+    await this.retire(room, replaced, writer.epoch);
     const last = messages[messages.length - 1]!;
-    return this.publish(room, current, {
+    return this.publishAndSweep(room, current, writer, {
       format: FORMAT,
       room,
       epoch: writer.epoch,
@@ -117,7 +126,6 @@ export class CheckpointChain {
       headTs: last.ts,
       updatedAt: this.clock(),
       segments,
-      superseded: await this.collect(superseded),
     });
   }
 
@@ -127,7 +135,8 @@ export class CheckpointChain {
     if (base !== undefined && base.epoch > writer.epoch) throw new StaleOwnerError(room, writer.epoch, base.epoch);
     const head = base?.head ?? 0;
     if (to <= head) throw new Error(`room ${room}: gap must end after seq ${head}`);
-    return this.publish(room, current, {
+    await this.retire(room, (base?.superseded ?? []).map((s) => s.key), writer.epoch);
+    return this.publishAndSweep(room, current, writer, {
       format: FORMAT,
       room,
       epoch: writer.epoch,
@@ -136,7 +145,6 @@ export class CheckpointChain {
       headTs: base?.headTs ?? 0,
       updatedAt: this.clock(),
       segments: [...(base?.segments ?? []), gapRef(head + 1, to)],
-      superseded: [...(base?.superseded ?? [])],
     });
   }
 
@@ -166,17 +174,16 @@ export class CheckpointChain {
       segments.push(await this.writeSegment(room, straddling, 0, writer.epoch));
     }
     const headTs = toSeq === 0 ? 0 : (straddling[straddling.length - 1]?.ts ?? (await this.messageTs(room, keep, toSeq)));
-    const now = this.clock();
-    return this.publish(room, current, {
+    await this.retire(room, [...(base.superseded ?? []).map((s) => s.key), ...dropped.filter((s) => !s.gap).map((s) => s.key)], writer.epoch);
+    return this.publishAndSweep(room, current, writer, {
       format: FORMAT,
       room,
       epoch: writer.epoch,
       owner: writer.node,
       head: toSeq,
       headTs,
-      updatedAt: now,
+      updatedAt: this.clock(),
       segments,
-      superseded: await this.collect([...base.superseded, ...dropped.map((s) => ({ key: s.key, at: now }))]),
     });
   }
 
@@ -239,14 +246,52 @@ export class CheckpointChain {
     return { manifest, version };
   }
 
-  /** Deletes superseded segments past retention; returns the ones still kept. */
-  private async collect(superseded: { key: string; at: number }[]): Promise<{ key: string; at: number }[]> {
+  /** Writes a tombstone for segments the next manifest drops (before it is published: see the header). */
+  private async retire(room: string, keys: readonly string[], epoch: number): Promise<void> {
+    if (keys.length === 0) return;
+    const at = this.clock();
+    await this.objects.put(trashKey(room, at, epoch), encodeTombstone({ room, at, epoch, keys }), { ifNoneMatch: "*" });
+    const due = this.nextSweep.get(room);
+    if (due !== undefined) this.nextSweep.set(room, Math.min(due, at + this.retentionMs));
+  }
+
+  private async publishAndSweep(room: string, current: VersionedManifest | undefined, writer: ChainWriter, manifest: Manifest): Promise<VersionedManifest> {
+    const published = await this.publish(room, current, manifest);
+    // Best effort: a failed sweep leaves objects for the next one, never a broken chain.
+    await this.sweep(room, writer).catch(() => {});
+    return published;
+  }
+
+  /**
+   * Deletes the segments of tombstones past retention that the room's current manifest does not reference.
+   * Lists the room's tombstones only when one may be due (after a restart: once).
+   */
+  async sweep(room: string, writer: ChainWriter): Promise<number> {
     const now = this.clock();
-    const kept: { key: string; at: number }[] = [];
-    for (const s of superseded) {
-      if (now - s.at < this.retentionMs) kept.push(s);
-      else await this.objects.delete(s.key).catch(() => kept.push(s));
+    if (now < (this.nextSweep.get(room) ?? 0)) return 0;
+    const keys = await this.objects.list(trashPrefix(room));
+    const due = keys.filter((k) => (trashKeyTime(k) ?? Infinity) + this.retentionMs <= now);
+    let deleted = 0;
+    if (due.length > 0) {
+      const fresh = await this.read(room);
+      // Only the room's current writer sweeps; a newer owner's tombstones may name segments it still uses.
+      if (fresh === undefined || fresh.manifest.epoch !== writer.epoch) return 0;
+      const live = new Set(fresh.manifest.segments.map((s) => s.key));
+      for (const key of due) {
+        const obj = await this.objects.get(key);
+        if (obj === undefined) continue;
+        const tomb = parseTombstone(room, obj.body);
+        if (tomb.epoch > writer.epoch) continue;
+        for (const k of tomb.keys) {
+          if (live.has(k)) continue;
+          await this.objects.delete(k);
+          deleted++;
+        }
+        await this.objects.delete(key);
+      }
     }
-    return kept;
+    const pending = keys.filter((k) => !due.includes(k)).map((k) => (trashKeyTime(k) ?? now) + this.retentionMs);
+    this.nextSweep.set(room, pending.length === 0 ? Infinity : Math.min(...pending));
+    return deleted;
   }
 }

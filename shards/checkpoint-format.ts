@@ -4,6 +4,8 @@
  *   rooms/<room>/manifest.json                   the manifest (changed only by compare-and-swap)
  *   segments/<room>/<from>-<to>-L<level>-e<epoch>-<nonce>.json.gz
  *                                                immutable segments of consecutive messages
+ *   trash/<room>/<at>-e<epoch>-<nonce>.json      tombstones: segments a merge or a restore replaced at <at>,
+ *                                                deleted once they are past retention and unreferenced
  *
  * A segment holds the messages from..to (their idempotency keys included: a message is its own dedupe
  * record), gzipped JSON, with its SHA-256 in the manifest. The manifest lists segments that together cover
@@ -50,8 +52,19 @@ export interface Manifest {
   readonly headTs: number;
   readonly updatedAt: number;
   readonly segments: readonly SegmentRef[];
-  /** Segments replaced by a merge or a restore, kept until `at + retention` for disaster recovery. */
-  readonly superseded: readonly { readonly key: string; readonly at: number }[];
+  /**
+   * Written by format-1 writers before tombstones existed: replaced segments kept in the manifest itself (it
+   * grew by one entry per merge for the whole retention). Read so the next append moves them to a tombstone.
+   */
+  readonly superseded?: readonly { readonly key: string; readonly at: number }[];
+}
+
+/** Segments replaced at `at` by the writer at `epoch` (see trashKey). */
+export interface Tombstone {
+  readonly room: string;
+  readonly at: number;
+  readonly epoch: number;
+  readonly keys: readonly string[];
 }
 
 export class CheckpointCorruptError extends Error {
@@ -79,6 +92,38 @@ export function roomOfManifestKey(key: string): string | undefined {
 export function segmentKey(room: string, from: number, to: number, level: number, epoch: number): string {
   const pad = (n: number) => String(n).padStart(12, "0");
   return `segments/${room}/${pad(from)}-${pad(to)}-L${level}-e${epoch}-${randomBytes(4).toString("hex")}.json.gz`;
+}
+
+export function trashPrefix(room: string): string {
+  return `trash/${room}/`;
+}
+
+/** Time-ordered, so a sweep can tell from the key alone whether a tombstone is past retention. */
+export function trashKey(room: string, at: number, epoch: number): string {
+  return `${trashPrefix(room)}${String(at).padStart(15, "0")}-e${epoch}-${randomBytes(4).toString("hex")}.json`;
+}
+
+/** The time in a tombstone key, or undefined for a key that is not one. */
+export function trashKeyTime(key: string): number | undefined {
+  const m = /\/(\d{15})-e\d+-[0-9a-f]+\.json$/.exec(key);
+  return m === null ? undefined : Number(m[1]);
+}
+
+export function encodeTombstone(t: Tombstone): Buffer {
+  return Buffer.from(JSON.stringify(t));
+}
+
+export function parseTombstone(room: string, body: Buffer): Tombstone {
+  let t: Partial<Tombstone>;
+  try {
+    t = JSON.parse(body.toString("utf8")) as Partial<Tombstone>;
+  } catch {
+    throw new CheckpointCorruptError(room, "tombstone is not JSON");
+  }
+  if (t.room !== room || !Number.isInteger(t.epoch) || !Array.isArray(t.keys) || !t.keys.every((k) => typeof k === "string")) {
+    throw new CheckpointCorruptError(room, "tombstone is invalid");
+  }
+  return t as Tombstone;
 }
 
 export function sha256(body: Buffer): string {
@@ -132,7 +177,7 @@ export function parseManifest(room: string, body: Buffer): Manifest {
     throw new CheckpointCorruptError(room, "manifest header is invalid");
   }
   verifyChain(m);
-  return { ...m, superseded: Array.isArray(m.superseded) ? m.superseded : [] };
+  return m;
 }
 
 /** The segments must cover 1..head in order without gap or overlap. */

@@ -56,7 +56,41 @@ describe("checkpoint chain", () => {
     expect(all).to.deep.equal(messages("r", 1, rounds * 10));
     // Retention 0: merged-away segments are deleted, only referenced ones remain.
     expect((await store.list("segments/r/")).length).to.equal(m.segments.length);
+    expect(await store.list("trash/r/")).to.deep.equal([]);
     expect(await chain.rooms()).to.deep.equal(["r"]);
+  });
+
+  it("keeps replaced segments for the retention in tombstones, not in the manifest, then deletes them", async () => {
+    const { store } = objectDir();
+    let now = 1_000_000;
+    const chain = new CheckpointChain(store, 60_000, () => now);
+    let current = await chain.append("r", undefined, messages("r", 1, 10), writer);
+    for (let i = 1; i < FANOUT * 4; i++) {
+      now += 1000;
+      current = await chain.append("r", current, messages("r", i * 10 + 1, i * 10 + 10), writer);
+    }
+    const manifestBytes = (await store.get("rooms/r/manifest.json"))!.body.length;
+    expect(current.manifest.superseded).to.equal(undefined);
+    expect(await store.list("trash/r/")).to.have.length(4);
+    // 4 merges × 8 replaced segments are still there (retention), beside the referenced ones.
+    expect(await store.list("segments/r/")).to.have.length(32 + current.manifest.segments.length);
+    // A failed publish leaves a tombstone naming segments that stay live: the sweep must not delete them.
+    const live = current.manifest.segments.map((s) => s.key);
+    await store.put(`trash/r/${String(now).padStart(15, "0")}-e1-0badf00d.json`, Buffer.from(JSON.stringify({ room: "r", at: now, epoch: 1, keys: live })));
+    // A stale writer (lower epoch than the manifest) sweeps nothing.
+    now += 120_000;
+    expect(await chain.sweep("r", { node: "old", epoch: 0 })).to.equal(0);
+    expect(await store.list("segments/r/")).to.have.length(32 + live.length);
+    // The owner's next checkpoint sweeps: replaced segments and tombstones go, live segments stay.
+    current = await chain.append("r", current, messages("r", 321, 330), writer);
+    const after = await store.list("segments/r/");
+    expect(after.sort()).to.deep.equal(current.manifest.segments.map((s) => s.key).sort());
+    expect(await store.list("trash/r/")).to.deep.equal([]);
+    const all: StoredMessage[] = [];
+    for await (const part of chain.messages("r", current.manifest, 1, 330)) all.push(...part.messages);
+    expect(all).to.deep.equal(messages("r", 1, 330));
+    // The manifest does not grow with the room's history of merges.
+    expect((await store.get("rooms/r/manifest.json"))!.body.length).to.be.below(manifestBytes * 2);
   });
 
   it("refuses a writer with an older epoch than the manifest's (fencing)", async () => {
@@ -139,7 +173,11 @@ describe("checkpoint chain", () => {
       [1, 40],
       [41, 55],
     ]);
-    expect(cut.manifest.superseded).to.have.length(1);
+    // The dropped segment is named by a tombstone (kept for the retention), not in the manifest.
+    expect(cut.manifest.superseded).to.equal(undefined);
+    const tombs = await store.list("trash/r/");
+    expect(tombs).to.have.length(1);
+    expect(JSON.parse((await store.get(tombs[0]!))!.body.toString()).keys).to.deep.equal([v.manifest.segments[1]!.key]);
     // The chain continues from the cut: the next checkpoint starts at 56.
     const next = await chain.append("r", cut, messages("r", 56, 60), writer);
     expect(next.manifest.head).to.equal(60);
