@@ -4,9 +4,16 @@
  * Atomicity: bodies are written to a temp file and renamed into place. Conditional writes are serialized
  * across processes by an exclusive lock file per key (O_EXCL), so compare-and-swap holds between nodes that
  * share the directory. Versions are the SHA-256 of the body, like S3's ETag is an MD5.
+ *
+ * Cost: conditional writes are the hot path of checkpoints (a manifest per room per interval). Metadata calls
+ * (lock create/remove, rename, link, stat) are synchronous: they take microseconds on a local disk, while each
+ * promise call costs a thread-pool round trip; only the write of the body (with its fsync) is asynchronous.
+ * The version of the current object is known without reading it when the file is still the inode this process
+ * renamed into place (every replacement is a rename of a new inode, so an unchanged inode is unchanged content).
  */
 import { createHash, randomBytes } from "node:crypto";
-import { link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
+import { closeSync, linkSync, openSync, readFileSync, renameSync, statSync, unlinkSync } from "node:fs";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join, relative, sep } from "node:path";
 import {
   checkObjectKey,
@@ -20,8 +27,18 @@ import {
 /** A lock older than this belongs to a crashed writer and is broken. */
 const STALE_LOCK_MS = 10_000;
 
+interface KnownFile {
+  readonly ino: number;
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly ctimeMs: number;
+  readonly version: string;
+}
+
 export class DirectoryObjectStore implements ObjectStore {
   private readonly dirs = new Set<string>();
+  /** Files this process wrote last, by path: their version without reading them back. */
+  private readonly known = new Map<string, KnownFile>();
 
   constructor(readonly root: string) {}
 
@@ -52,27 +69,49 @@ export class DirectoryObjectStore implements ObjectStore {
       // Create-only needs no lock: link() of a complete temp file fails atomically if the name exists.
       const tmp = await this.writeTemp(file, body);
       try {
-        await link(tmp, file);
+        linkSync(tmp, file);
       } catch (err) {
         if (isCode(err, "EEXIST")) throw new PreconditionFailedError(key);
         throw err;
       } finally {
-        await unlink(tmp).catch(() => {});
+        unlinkQuietly(tmp);
       }
       return { version: versionOf(body) };
     }
     return this.withLock(file, async () => {
-      const current = await readFile(file).catch((err: unknown) => {
-        if (isCode(err, "ENOENT")) return undefined;
-        throw err;
-      });
+      const current = this.currentVersion(file);
       if (condition.ifNoneMatch === "*" && current !== undefined) throw new PreconditionFailedError(key);
-      if (condition.ifMatch !== undefined && (current === undefined || versionOf(current) !== condition.ifMatch)) {
-        throw new PreconditionFailedError(key);
-      }
-      await this.writeAtomically(file, body);
-      return { version: versionOf(body) };
+      if (condition.ifMatch !== undefined && current !== condition.ifMatch) throw new PreconditionFailedError(key);
+      const version = versionOf(body);
+      const tmp = await this.writeTemp(file, body);
+      renameSync(tmp, file);
+      this.remember(file, version);
+      return { version };
     });
+  }
+
+  /** The version of the file now, or undefined when there is none. */
+  private currentVersion(file: string): string | undefined {
+    let st;
+    try {
+      st = statSync(file);
+    } catch (err) {
+      if (isCode(err, "ENOENT")) return undefined;
+      throw err;
+    }
+    const k = this.known.get(file);
+    if (k !== undefined && k.ino === st.ino && k.size === st.size && k.mtimeMs === st.mtimeMs && k.ctimeMs === st.ctimeMs) return k.version;
+    const body = readFileSync(file);
+    return versionOf(body);
+  }
+
+  private remember(file: string, version: string): void {
+    try {
+      const st = statSync(file);
+      this.known.set(file, { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, version });
+    } catch {
+      this.known.delete(file);
+    }
   }
 
   async list(prefix: string): Promise<string[]> {
@@ -83,6 +122,7 @@ export class DirectoryObjectStore implements ObjectStore {
 
   async delete(key: string): Promise<void> {
     checkObjectKey(key);
+    this.known.delete(this.path(key));
     await rm(this.path(key), { force: true });
   }
 
@@ -91,7 +131,8 @@ export class DirectoryObjectStore implements ObjectStore {
   }
 
   private async writeAtomically(file: string, body: Buffer): Promise<void> {
-    await rename(await this.writeTemp(file, body), file);
+    this.known.delete(file);
+    renameSync(await this.writeTemp(file, body), file);
   }
 
   private async writeTemp(file: string, body: Buffer): Promise<string> {
@@ -119,20 +160,24 @@ export class DirectoryObjectStore implements ObjectStore {
     const lock = `${file}.lock`;
     for (let attempt = 0; ; attempt++) {
       try {
-        const handle = await open(lock, "wx");
-        await handle.close();
+        closeSync(openSync(lock, "wx"));
         break;
       } catch (err) {
         if (!isCode(err, "EEXIST")) throw err;
-        const age = await stat(lock).then((s) => Date.now() - s.mtimeMs, () => 0);
-        if (age > STALE_LOCK_MS) await unlink(lock).catch(() => {});
+        let age = 0;
+        try {
+          age = Date.now() - statSync(lock).mtimeMs;
+        } catch {
+          // released meanwhile
+        }
+        if (age > STALE_LOCK_MS) unlinkQuietly(lock);
         await new Promise((r) => setTimeout(r, Math.min(50, 2 + attempt)));
       }
     }
     try {
       return await fn();
     } finally {
-      await unlink(lock).catch(() => {});
+      unlinkQuietly(lock);
     }
   }
 
@@ -149,6 +194,14 @@ export class DirectoryObjectStore implements ObjectStore {
       if (e.isDirectory()) await this.walk(full, out);
       else if (!e.name.endsWith(".tmp") && !e.name.endsWith(".lock")) out.push(relative(this.root, full).split(sep).join("/"));
     }
+  }
+}
+
+function unlinkQuietly(file: string): void {
+  try {
+    unlinkSync(file);
+  } catch {
+    // already gone
   }
 }
 

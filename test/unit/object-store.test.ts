@@ -1,7 +1,8 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DirectoryObjectStore } from "../../shards/index.js";
+import { expect } from "chai";
+import { DirectoryObjectStore, PreconditionFailedError } from "../../shards/index.js";
 import { objectStoreContract } from "./object-store.contract.js";
 
 const dirs: string[] = [];
@@ -13,4 +14,25 @@ objectStoreContract("local directory", async () => {
   const dir = mkdtempSync(join(tmpdir(), "fractal-objects-"));
   dirs.push(dir);
   return new DirectoryObjectStore(dir);
+});
+
+describe("local directory object store shared by processes", () => {
+  it("sees another writer's compare-and-swap although it remembers the version it wrote", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "fractal-objects-"));
+    dirs.push(dir);
+    const a = new DirectoryObjectStore(dir);
+    const b = new DirectoryObjectStore(dir);
+    const v1 = await a.put("rooms/r/manifest.json", Buffer.from("one"), { ifNoneMatch: "*" });
+    const v2 = await b.put("rooms/r/manifest.json", Buffer.from("two"), { ifMatch: v1.version });
+    // Same length as before: only the replaced inode tells a's cache that the content changed.
+    let err: unknown;
+    await a.put("rooms/r/manifest.json", Buffer.from("xyz"), { ifMatch: v1.version }).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(PreconditionFailedError);
+    const v3 = await a.put("rooms/r/manifest.json", Buffer.from("three"), { ifMatch: v2.version });
+    expect((await b.get("rooms/r/manifest.json"))!.version).to.equal(v3.version);
+    // b's own remembered version is stale now: it must be refused too.
+    err = undefined;
+    await b.put("rooms/r/manifest.json", Buffer.from("four"), { ifMatch: v2.version }).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(PreconditionFailedError);
+  });
 });
