@@ -16,6 +16,7 @@ import {
   OwnedRooms,
   RoomRebuilder,
   S3ObjectStore,
+  ThreadedObjectStore,
   SqliteRoomStore,
   type ClusterMap,
   type ObjectStore,
@@ -52,15 +53,20 @@ export interface RunningNode {
   stop(): Promise<void>;
 }
 
-/** A directory path or `s3://bucket/prefix` (credentials from the standard AWS chain). */
-export function openObjectStore(location: string, s3Endpoint?: string): ObjectStore {
+/**
+ * A directory path or `s3://bucket/prefix` (credentials from the standard AWS chain). `threaded`: the calls
+ * run on a worker thread (the node's choice: checkpoint I/O must not hold its event loop); one-shot tools
+ * use the store directly.
+ */
+export function openObjectStore(location: string, s3Endpoint?: string, options: { threaded?: boolean } = {}): ObjectStore {
+  if (options.threaded === true) return new ThreadedObjectStore({ location, s3Endpoint });
   if (location.startsWith("s3://")) return new S3ObjectStore({ url: location, endpoint: s3Endpoint });
   return new DirectoryObjectStore(location);
 }
 
 export async function startNode(config: NodeConfig): Promise<RunningNode> {
   const log = createLogger(config.id, config.logLevel);
-  const objects = openObjectStore(config.objectStore, config.s3Endpoint);
+  const objects = openObjectStore(config.objectStore, config.s3Endpoint, { threaded: true });
   const tokens = new Tokens(await loadAuthSecret(config.authSecret, objects));
 
   const store = new SqliteRoomStore(join(config.dataDir, "rooms.db"));
@@ -286,6 +292,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     await new Promise<void>((resolve) => server.close(() => resolve()));
     // 5. SQLite last: nothing can write any more.
     await store.closeAsync();
+    if (objects instanceof ThreadedObjectStore) await objects.close();
     log.info("stopped");
   };
 

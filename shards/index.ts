@@ -11,6 +11,7 @@ export { OwnedRooms } from "./owned-rooms.js";
 export type { ObjectStore, ObjectVersion, StoredObject, PutCondition } from "./object-store.js";
 export { PreconditionFailedError, checkObjectKey } from "./object-store.js";
 export { DirectoryObjectStore } from "./object-store-dir.js";
+export { ThreadedObjectStore, type ObjectStoreSpec } from "./object-store-threaded.js";
 export { S3ObjectStore, parseS3Url } from "./object-store-s3.js";
 export * from "./checkpoint-format.js";
 export { CheckpointChain, StaleOwnerError, type VersionedManifest, type ChainWriter } from "./checkpoint-chain.js";

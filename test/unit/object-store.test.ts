@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
-import { DirectoryObjectStore, PreconditionFailedError } from "../../shards/index.js";
+import { DirectoryObjectStore, PreconditionFailedError, ThreadedObjectStore } from "../../shards/index.js";
 import { objectStoreContract } from "./object-store.contract.js";
 
 const dirs: string[] = [];
@@ -35,4 +35,19 @@ describe("local directory object store shared by processes", () => {
     await b.put("rooms/r/manifest.json", Buffer.from("four"), { ifMatch: v2.version }).catch((e: unknown) => (err = e));
     expect(err).to.be.instanceOf(PreconditionFailedError);
   });
+});
+
+const threaded: ThreadedObjectStore[] = [];
+after(async () => {
+  for (const t of threaded) await t.close();
+});
+
+// The node runs its store on a worker thread: the same contract must hold across the thread boundary
+// (bodies byte for byte, PreconditionFailedError as the same class, bad keys refused).
+objectStoreContract("local directory on a worker thread", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "fractal-objects-"));
+  dirs.push(dir);
+  const store = new ThreadedObjectStore({ location: dir });
+  threaded.push(store);
+  return store;
 });
