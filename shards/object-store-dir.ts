@@ -10,10 +10,13 @@
  * promise call costs a thread-pool round trip; only the write of the body (with its fsync) is asynchronous.
  * The version of the current object is known without reading it when the file is still the inode this process
  * renamed into place (every replacement is a rename of a new inode, so an unchanged inode is unchanged content).
+ * `blocking: true` makes every call synchronous: for a thread of its own (ThreadedObjectStore), where blocking
+ * costs nothing and each asynchronous call would be two more thread switches through libuv's pool.
  */
 import { createHash, randomBytes } from "node:crypto";
+import * as fsSync from "node:fs";
 import { closeSync, linkSync, openSync, readFileSync, renameSync, statSync, unlinkSync } from "node:fs";
-import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import * as fsAsync from "node:fs/promises";
 import { dirname, join, relative, sep } from "node:path";
 import {
   checkObjectKey,
@@ -40,7 +43,14 @@ export class DirectoryObjectStore implements ObjectStore {
   /** Files this process wrote last, by path: their version without reading them back. */
   private readonly known = new Map<string, KnownFile>();
 
-  constructor(readonly root: string) {}
+  private readonly fs: FsCalls;
+
+  constructor(
+    readonly root: string,
+    options: { blocking?: boolean } = {},
+  ) {
+    this.fs = options.blocking === true ? blockingFs : asyncFs;
+  }
 
   get location(): string {
     return this.root;
@@ -49,7 +59,7 @@ export class DirectoryObjectStore implements ObjectStore {
   async get(key: string): Promise<StoredObject | undefined> {
     checkObjectKey(key);
     try {
-      const body = await readFile(this.path(key));
+      const body = await this.fs.readFile(this.path(key));
       return { body, version: versionOf(body) };
     } catch (err) {
       if (isCode(err, "ENOENT")) return undefined;
@@ -123,7 +133,7 @@ export class DirectoryObjectStore implements ObjectStore {
   async delete(key: string): Promise<void> {
     checkObjectKey(key);
     this.known.delete(this.path(key));
-    await rm(this.path(key), { force: true });
+    await this.fs.rm(this.path(key));
   }
 
   private path(key: string): string {
@@ -138,13 +148,13 @@ export class DirectoryObjectStore implements ObjectStore {
   private async writeTemp(file: string, body: Buffer): Promise<string> {
     const tmp = `${file}.${randomBytes(6).toString("hex")}.tmp`;
     try {
-      await writeFile(tmp, body, { flush: true });
+      await this.fs.writeDurably(tmp, body);
     } catch (err) {
       if (!isCode(err, "ENOENT")) throw err;
       // The directory went away under us (someone removed it): make it again.
       this.dirs.delete(dirname(file));
       await this.ensureDir(dirname(file));
-      await writeFile(tmp, body, { flush: true });
+      await this.fs.writeDurably(tmp, body);
     }
     return tmp;
   }
@@ -152,7 +162,7 @@ export class DirectoryObjectStore implements ObjectStore {
   /** mkdir once per directory per process (it is the hot path of checkpoints). */
   private async ensureDir(dir: string): Promise<void> {
     if (this.dirs.has(dir)) return;
-    await mkdir(dir, { recursive: true });
+    await this.fs.mkdirs(dir);
     this.dirs.add(dir);
   }
 
@@ -184,7 +194,7 @@ export class DirectoryObjectStore implements ObjectStore {
   private async walk(dir: string, out: string[]): Promise<void> {
     let entries;
     try {
-      entries = await readdir(dir, { withFileTypes: true });
+      entries = await this.fs.readdir(dir);
     } catch (err) {
       if (isCode(err, "ENOENT")) return;
       throw err;
@@ -196,6 +206,32 @@ export class DirectoryObjectStore implements ObjectStore {
     }
   }
 }
+
+/** The calls whose blocking and asynchronous forms differ (metadata calls are always synchronous). */
+interface FsCalls {
+  readFile(file: string): Promise<Buffer>;
+  writeDurably(file: string, body: Buffer): Promise<void>;
+  mkdirs(dir: string): Promise<unknown>;
+  readdir(dir: string): Promise<fsSync.Dirent[]>;
+  rm(file: string): Promise<void>;
+}
+
+const asyncFs: FsCalls = {
+  readFile: (file) => fsAsync.readFile(file),
+  writeDurably: (file, body) => fsAsync.writeFile(file, body, { flush: true }),
+  mkdirs: (dir) => fsAsync.mkdir(dir, { recursive: true }),
+  readdir: (dir) => fsAsync.readdir(dir, { withFileTypes: true }),
+  rm: (file) => fsAsync.rm(file, { force: true }),
+};
+
+// Thrown errors become rejections, as with the asynchronous calls.
+const blockingFs: FsCalls = {
+  readFile: async (file) => fsSync.readFileSync(file),
+  writeDurably: async (file, body) => fsSync.writeFileSync(file, body, { flush: true }),
+  mkdirs: async (dir) => fsSync.mkdirSync(dir, { recursive: true }),
+  readdir: async (dir) => fsSync.readdirSync(dir, { withFileTypes: true }),
+  rm: async (file) => fsSync.rmSync(file, { force: true }),
+};
 
 function unlinkQuietly(file: string): void {
   try {

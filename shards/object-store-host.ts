@@ -8,7 +8,7 @@ import type { ObjectReply, ObjectRequest, ObjectStoreSpec } from "./object-store
 const spec = workerData as ObjectStoreSpec;
 const store: ObjectStore = spec.location.startsWith("s3://")
   ? new S3ObjectStore({ url: spec.location, endpoint: spec.s3Endpoint })
-  : new DirectoryObjectStore(spec.location);
+  : new DirectoryObjectStore(spec.location, { blocking: true });
 
 async function answer(req: ObjectRequest): Promise<unknown> {
   switch (req.op) {
