@@ -27,8 +27,10 @@ import {
   type StoredObject,
 } from "./object-store.js";
 
-/** A lock older than this belongs to a crashed writer and is broken. */
+/** A lock held this long by one holder belongs to a crashed writer and is broken. */
 const STALE_LOCK_MS = 10_000;
+/** Lock source files (see withLock); not object keys, so listing skips the directory. */
+const LOCK_DIR = ".fractal-locks";
 
 interface KnownFile {
   readonly ino: number;
@@ -44,12 +46,15 @@ export class DirectoryObjectStore implements ObjectStore {
   private readonly known = new Map<string, KnownFile>();
 
   private readonly fs: FsCalls;
+  private source: string | undefined;
+  private readonly staleLockMs: number;
 
   constructor(
     readonly root: string,
-    options: { blocking?: boolean } = {},
+    options: { blocking?: boolean; staleLockMs?: number } = {},
   ) {
     this.fs = options.blocking === true ? blockingFs : asyncFs;
+    this.staleLockMs = options.staleLockMs ?? STALE_LOCK_MS;
   }
 
   get location(): string {
@@ -166,21 +171,34 @@ export class DirectoryObjectStore implements ObjectStore {
     this.dirs.add(dir);
   }
 
+  /**
+   * Cross-process lock of one key: a hard link `<file>.lock` to this process's lock source file. link() fails
+   * atomically when the name exists, like O_EXCL, but makes no new inode (on some disks, creating an inode costs a
+   * millisecond of CPU, and this runs for every manifest write). A lock held by the same holder for longer than
+   * STALE_LOCK_MS, as this process observes it, belongs to a crashed writer and is broken.
+   */
   private async withLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
     const lock = `${file}.lock`;
+    const source = this.lockSource();
+    let seen: { ino: number; since: number } | undefined;
     for (let attempt = 0; ; attempt++) {
       try {
-        closeSync(openSync(lock, "wx"));
+        linkSync(source, lock);
         break;
       } catch (err) {
         if (!isCode(err, "EEXIST")) throw err;
-        let age = 0;
+        let ino: number | undefined;
         try {
-          age = Date.now() - statSync(lock).mtimeMs;
+          ino = statSync(lock).ino;
         } catch {
           // released meanwhile
         }
-        if (age > STALE_LOCK_MS) unlinkQuietly(lock);
+        const now = Date.now();
+        if (ino === undefined || seen?.ino !== ino) seen = ino === undefined ? undefined : { ino, since: now };
+        else if (now - seen.since > this.staleLockMs) {
+          unlinkQuietly(lock);
+          seen = undefined;
+        }
         await new Promise((r) => setTimeout(r, Math.min(50, 2 + attempt)));
       }
     }
@@ -189,6 +207,25 @@ export class DirectoryObjectStore implements ObjectStore {
     } finally {
       unlinkQuietly(lock);
     }
+  }
+
+  /** This process's lock source, made on first use; sources of gone processes with no lock linked are removed then. */
+  private lockSource(): string {
+    if (this.source !== undefined) return this.source;
+    const dir = join(this.root, LOCK_DIR);
+    fsSync.mkdirSync(dir, { recursive: true });
+    for (const name of fsSync.readdirSync(dir)) {
+      try {
+        const st = statSync(join(dir, name));
+        if (st.nlink === 1 && Date.now() - st.mtimeMs > 24 * 3600_000) unlinkQuietly(join(dir, name));
+      } catch {
+        // removed by another process meanwhile
+      }
+    }
+    const source = join(dir, `${process.pid}-${randomBytes(6).toString("hex")}`);
+    closeSync(openSync(source, "wx"));
+    this.source = source;
+    return source;
   }
 
   private async walk(dir: string, out: string[]): Promise<void> {
@@ -201,8 +238,9 @@ export class DirectoryObjectStore implements ObjectStore {
     }
     for (const e of entries) {
       const full = join(dir, e.name);
-      if (e.isDirectory()) await this.walk(full, out);
-      else if (!e.name.endsWith(".tmp") && !e.name.endsWith(".lock")) out.push(relative(this.root, full).split(sep).join("/"));
+      if (e.isDirectory()) {
+        if (dir !== this.root || e.name !== LOCK_DIR) await this.walk(full, out);
+      } else if (!e.name.endsWith(".tmp") && !e.name.endsWith(".lock")) out.push(relative(this.root, full).split(sep).join("/"));
     }
   }
 }

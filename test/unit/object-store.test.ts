@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
@@ -34,6 +34,21 @@ describe("local directory object store shared by processes", () => {
     err = undefined;
     await b.put("rooms/r/manifest.json", Buffer.from("four"), { ifMatch: v2.version }).catch((e: unknown) => (err = e));
     expect(err).to.be.instanceOf(PreconditionFailedError);
+  });
+
+  it("breaks the lock of a writer that crashed holding it, and only then writes", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "fractal-objects-"));
+    dirs.push(dir);
+    const store = new DirectoryObjectStore(dir, { staleLockMs: 300 });
+    const v1 = await store.put("cluster/map.json", Buffer.from("one"));
+    // A crashed writer's lock: a name nobody will remove.
+    writeFileSync(join(dir, "cluster", "map.json.lock"), "");
+    const started = Date.now();
+    const v2 = await store.put("cluster/map.json", Buffer.from("two"), { ifMatch: v1.version });
+    expect(Date.now() - started).to.be.at.least(300);
+    expect((await store.get("cluster/map.json"))!.version).to.equal(v2.version);
+    expect(existsSync(join(dir, "cluster", "map.json.lock"))).to.equal(false);
+    expect(await store.list("")).to.deep.equal(["cluster/map.json"]);
   });
 });
 
