@@ -37,7 +37,14 @@ export interface AdminApi extends Pick<OwnerApi, "info"> {
   /** Rooms the node stores, with their heads (for the rebalance planner). */
   listRooms(caller: Caller): Promise<{ room: string; head: number }[]>;
   /** Takes rooms over now (the node must own them under its map); reports each room as it is done. */
-  takeOver(caller: Caller, rooms: string[], concurrency: number, onRoom: (r: { room: string; head: number; pauseMs: number; error: string }) => void): Promise<void>;
+  /** With `prepare`: only copy the rooms from the chain ahead of a switch (pauseMs is then the copy's time). */
+  takeOver(
+    caller: Caller,
+    rooms: string[],
+    concurrency: number,
+    onRoom: (r: { room: string; head: number; pauseMs: number; error: string }) => void,
+    options?: { prepare?: boolean },
+  ): Promise<void>;
 }
 
 export interface LocalAdminDeps {
@@ -79,6 +86,7 @@ export class LocalAdmin implements AdminApi {
     rooms: string[],
     concurrency: number,
     onRoom: (r: { room: string; head: number; pauseMs: number; error: string }) => void,
+    options: { prepare?: boolean } = {},
   ): Promise<void> {
     const { membership, transfer, owner } = this.deps;
     if (caller.epoch > membership.epoch) await membership.refresh();
@@ -87,6 +95,11 @@ export class LocalAdmin implements AdminApi {
       while (next < rooms.length) {
         const room = rooms[next++]!;
         try {
+          if (options.prepare === true) {
+            const r = await transfer.prepare(room);
+            onRoom({ room, head: r.head, pauseMs: Math.round(r.ms), error: "" });
+            continue;
+          }
           if (membership.ownerOf(room) !== membership.self) throw new FractalError("wrong_owner", `not the owner of ${room}`);
           const r = transfer.needsTakeOver(room) ? await transfer.takeOver(room) : { head: owner.rooms.store.head(room), pauseMs: 0 };
           onRoom({ room, head: r.head, pauseMs: Math.round(r.pauseMs), error: "" });

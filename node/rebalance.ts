@@ -4,7 +4,8 @@
  * 1. Plan: the target map makes joining nodes active (rebalance) or one node draining (drain). Only rooms
  *    whose owner differs between the ring of the current map and the ring of the target move (consistent
  *    hashing keeps that minimal). Rooms are found on every node's disk and in the checkpoint chains.
- * 2. Pre-copy: old owners checkpoint their dirty rooms, so the handoff after the switch ships only a tail.
+ * 2. Pre-copy: old owners checkpoint their dirty rooms, and new owners copy their incoming rooms from the chain
+ *    (phase "prepare"), so the handoff after the switch ships only the messages written since.
  * 3. Switch: the target map is published by compare-and-swap against the planned epoch; if anybody changed
  *    the map since the plan (another rebalance, a failover), this run stops and says so.
  * 4. Take over: each new owner takes its rooms over (handoff from the old owner, then sync from the chain),
@@ -39,6 +40,8 @@ export interface RebalancePlan {
 }
 
 export interface RebalanceProgress {
+  /** "prepare": rooms copied to their new owners before the switch; "move": rooms taken over after it. */
+  readonly phase: "prepare" | "move";
   readonly done: number;
   readonly total: number;
   readonly messages: number;
@@ -46,7 +49,7 @@ export interface RebalanceProgress {
   readonly elapsedMs: number;
 }
 
-export interface RebalanceResult extends RebalanceProgress {
+export interface RebalanceResult extends Omit<RebalanceProgress, "phase"> {
   readonly epoch: number;
   readonly pauseMs: { p50: number; p99: number; max: number };
 }
@@ -103,6 +106,7 @@ export class Rebalancer {
       // Pre-copy: old owners write what they have, so the handoffs after the switch are short.
       const oldOwners = [...new Set(plan.moves.map((m) => m.from).filter((n): n is string => n !== undefined))];
       await Promise.all(oldOwners.map((n) => this.apiOf(n).checkpoint(caller(), undefined).catch(() => undefined)));
+      await this.prepare(plan, maxConcurrent, caller(), onProgress);
       const { map, changed } = await this.mapStore.change((m) => {
         if (m.epoch !== plan.fromEpoch) {
           throw new FractalError("unavailable", `the cluster map changed since the plan (epoch ${plan.fromEpoch} -> ${m.epoch}); run the command again`);
@@ -127,7 +131,7 @@ export class Rebalancer {
     let done = 0;
     let failed = 0;
     let messages = 0;
-    const report = () => onProgress({ done, total: plan.moves.length, messages, failed, elapsedMs: Date.now() - started });
+    const report = () => onProgress({ phase: "move", done, total: plan.moves.length, messages, failed, elapsedMs: Date.now() - started });
     await Promise.all(
       [...byOwner].map(([owner, rooms]) =>
         this.apiOf(owner)
@@ -151,6 +155,40 @@ export class Rebalancer {
     pauses.sort((a, b) => a - b);
     const q = (p: number) => pauses[Math.min(pauses.length - 1, Math.floor(p * pauses.length))] ?? 0;
     return { done, total: plan.moves.length, messages, failed, elapsedMs: Date.now() - started, epoch, pauseMs: { p50: q(0.5), p99: q(0.99), max: pauses[pauses.length - 1] ?? 0 } };
+  }
+
+  /**
+   * New owners copy their incoming rooms from the chain while the old owners still serve them: the bulk of
+   * the data moves before the switch, outside the rooms' write pause. Best effort: a room not copied is
+   * synced at its takeover instead.
+   */
+  private async prepare(plan: RebalancePlan, maxConcurrent: number, caller: Caller, onProgress: (p: RebalanceProgress) => void): Promise<void> {
+    const started = Date.now();
+    const byOwner = new Map<string, string[]>();
+    for (const m of plan.moves) byOwner.set(m.to, [...(byOwner.get(m.to) ?? []), m.room]);
+    const sizes = new Map(plan.moves.map((m) => [m.room, m.messages]));
+    let done = 0;
+    let failed = 0;
+    let messages = 0;
+    const report = () => onProgress({ phase: "prepare", done, total: plan.moves.length, messages, failed, elapsedMs: Date.now() - started });
+    await Promise.all(
+      [...byOwner].map(([owner, rooms]) =>
+        this.apiOf(owner)
+          .takeOver(
+            caller,
+            rooms,
+            maxConcurrent,
+            (r) => {
+              done++;
+              if (r.error !== "") failed++;
+              else messages += sizes.get(r.room) ?? 0;
+              report();
+            },
+            { prepare: true },
+          )
+          .catch(() => undefined),
+      ),
+    );
   }
 
   private async saved(): Promise<SavedPlan | undefined> {

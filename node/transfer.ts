@@ -2,22 +2,48 @@
  * Moving room ownership between nodes (rebalance, drain, failover), on the new owner's side and the old's.
  *
  * The map decides who owns a room; this module makes the new owner's copy complete before it serves:
+ * - Prepare (new owner, before a planned switch): copy the room from the chain while the old owner still serves.
  * - Take over (new owner, on the first use of a gained room or eagerly after a map change): close the room,
- *   ask the previous owner for a handoff if it is alive, then bring the local copy up to the checkpoint chain
- *   and open the room. Seqs continue from the chain's head.
+ *   ask the previous owner for a handoff if it is alive, then bring the local copy up to date and open the
+ *   room. When the local copy is a prefix of the old owner's history (prepared, or from an earlier time of
+ *   ownership) the handoff reply carries the missing tail itself: the room is closed for one round trip and
+ *   one local commit, not for a checkpoint write and a restore. Otherwise the old owner checkpoints and the new
+ *   one syncs from the chain. Seqs continue from the old owner's head.
  * - Hand off (old owner, asked by the new one): adopt the newer map, so every further write to the room is
  *   refused with wrong_owner; let in-flight sends commit; checkpoint the room completely. Nothing
  *   acknowledged is left behind. If the old owner is dead (failover), the chain is all there is: loss is
  *   bounded by the checkpoint interval.
  */
-import { FractalError, restoreRoom, type CheckpointChain, type Checkpointer, type OwnedRooms, type RoomRebuilder } from "../shards/index.js";
+import { FractalError, restoreRoom, type CheckpointChain, type Checkpointer, type OwnedRooms, type RoomRebuilder, type StoredMessage } from "../shards/index.js";
 import type { Logger } from "./log.js";
 import type { Membership } from "./membership.js";
 import type { Caller } from "./room-api.js";
 
-export interface HandoffPeer {
-  handoff(caller: Caller, room: string): Promise<{ head: number }>;
+/** Where the new owner's copy of a room ends: the seq and, to tell histories apart, that message's id and ts. */
+export interface CopyEnd {
+  readonly since: number;
+  readonly sinceId: string;
+  readonly sinceTs: number;
 }
+
+export interface Handoff {
+  readonly head: number;
+  /** Every message after the asker's `since` up to head, when the old owner sent them (else undefined). */
+  readonly tail?: readonly StoredMessage[] | undefined;
+  /** With a tail: the chain's head as the old owner last wrote it. */
+  readonly checkpointed?: number;
+}
+
+export interface HandoffPeer {
+  handoff(caller: Caller, room: string, copy: CopyEnd): Promise<Handoff>;
+}
+
+/**
+ * Largest tail a handoff carries. Above it the old owner checkpoints instead (a bigger reply would not be faster
+ * than the chain). The checkpoint backlog bound usually keeps tails far below this.
+ */
+const MAX_TAIL_MESSAGES = 5_000;
+const MAX_TAIL_BYTES = 2 * 1024 * 1024;
 
 export interface TransferDeps {
   readonly self: string;
@@ -71,10 +97,13 @@ export class OwnershipTransfer {
     const change = this.d.membership.lastOwnerChange(room);
     const epoch = change?.epoch ?? this.d.membership.epoch;
     const started = performance.now();
+    let tailLength: number | undefined;
     const head = await this.d.rebuilder.exclusive(room, async () => {
       const from = change?.from;
-      const handedOff = from !== undefined && from !== this.d.self && this.isAlive(from) && (await this.askHandoff(from, room));
-      let head = await this.syncWithChain(room);
+      const handoff = from !== undefined && from !== this.d.self && this.isAlive(from) ? await this.askHandoff(from, room) : undefined;
+      const handedOff = handoff !== undefined;
+      tailLength = handoff?.tail?.length;
+      let head = handoff?.tail !== undefined ? await this.appendTail(room, handoff) : await this.syncWithChain(room);
       const clean = from !== undefined && (await this.d.stoppedCleanly?.(from)) === true;
       // Even with no checkpoint at all (head 0): the dead owner may have acknowledged messages in the room's
       // first checkpoint interval. Starting after the backlog is the only way to be sure of no reuse.
@@ -88,12 +117,14 @@ export class OwnershipTransfer {
         await this.d.checkpointer.flush([room], { force: true });
       }
       this.d.checkpointer.forget(room);
+      // A tail came from the old owner, not from the chain: this node checkpoints it next.
+      if (handoff?.tail !== undefined && handoff.tail.length > 0) this.d.checkpointer.markDirty(room);
       this.d.rooms.peek(room)?.reset();
       return head;
     });
     this.settled.set(room, epoch);
     const pauseMs = performance.now() - started;
-    this.d.log.debug({ room, head, pauseMs, from: change?.from }, "room taken over");
+    this.d.log.debug({ room, head, pauseMs, from: change?.from, tail: tailLength }, "room taken over");
     return { room, head, pauseMs };
   }
 
@@ -108,21 +139,52 @@ export class OwnershipTransfer {
    * falling back to the chain: keep asking (the room stays closed, clients retry) until it answers or its lease
    * expires and it is marked down (it has fenced itself by then).
    */
-  private async askHandoff(from: string, room: string): Promise<boolean> {
+  private async askHandoff(from: string, room: string): Promise<Handoff | undefined> {
     for (let delay = 100; ; delay = Math.min(1000, delay * 2)) {
       try {
-        await this.d.peers.get(from).handoff({ node: this.d.self, epoch: this.d.membership.epoch }, room);
-        return true;
+        return await this.d.peers.get(from).handoff({ node: this.d.self, epoch: this.d.membership.epoch }, room, this.copyEnd(room));
       } catch (err) {
         if (!this.isAlive(from)) {
           this.d.log.warn({ room, from, err: (err as Error).message }, "previous owner is down; taking the room over from its checkpoints");
-          return false;
+          return undefined;
         }
         this.d.log.debug({ room, from, err: (err as Error).message }, "handoff not answered yet; retrying");
         await new Promise((r) => setTimeout(r, delay));
         await this.d.membership.refresh().catch(() => undefined);
       }
     }
+  }
+
+  private copyEnd(room: string): CopyEnd {
+    const store = this.d.rooms.store;
+    const since = store.head(room);
+    const last = since > 0 ? store.history(room, { after: since - 1, limit: 1 })[0] : undefined;
+    // A head without its message (a skip) cannot be matched: an empty id never matches, the old owner checkpoints.
+    return last?.seq === since ? { since, sinceId: last.id, sinceTs: last.ts } : { since, sinceId: "", sinceTs: 0 };
+  }
+
+  /** Commits the handoff's tail after the local copy (durably: these messages were acknowledged). */
+  private async appendTail(room: string, { head, tail = [], checkpointed = 0 }: Handoff): Promise<number> {
+    const store = this.d.rooms.store;
+    if (tail.length > 0 && tail[0]!.seq !== store.head(room) + 1) {
+      throw new FractalError("internal", `room ${room}: handoff tail starts at ${tail[0]!.seq}, the local copy ends at ${store.head(room)}`);
+    }
+    if (tail.length > 0) await (store.appendAsync?.(tail) ?? store.append(tail));
+    if (head > store.head(room)) await store.skipTo(room, head);
+    // The checkpoint backlog counts from what the chain holds, which the old owner knows best.
+    if (checkpointed > (store.checkpointOf(room)?.seq ?? 0)) store.setCheckpoint(room, { seq: checkpointed, version: "", at: Date.now() });
+    return store.head(room);
+  }
+
+  /**
+   * Before a planned switch: makes the local copy equal the chain while the old owner still serves, so the
+   * handoff needs only the tail. Nothing changes hands; a room this node already owns is left alone.
+   */
+  async prepare(room: string): Promise<{ head: number; ms: number }> {
+    const started = performance.now();
+    if (this.d.membership.ownerOf(room) === this.d.self) return { head: this.d.rooms.store.head(room), ms: 0 };
+    const head = await this.d.rebuilder.exclusive(room, () => this.syncWithChain(room));
+    return { head, ms: performance.now() - started };
   }
 
   /** Makes the local copy equal the chain (which the handoff made complete); returns the head. */
@@ -143,21 +205,46 @@ export class OwnershipTransfer {
    * Old owner's side: called by the new owner. Adopts the caller's map first, so that this node refuses
    * further writes to the room, then lets in-flight sends commit and checkpoints the room completely.
    */
-  async handOff(caller: Caller, room: string): Promise<{ head: number }> {
+  async handOff(caller: Caller, room: string, copy: CopyEnd = { since: 0, sinceId: "", sinceTs: 0 }): Promise<Handoff> {
     const { membership, rooms, checkpointer } = this.d;
     if (caller.epoch > membership.epoch) await membership.refresh();
     if (caller.epoch > membership.epoch) throw new FractalError("unavailable", `map epoch ${caller.epoch} is not visible here yet`);
     if (membership.ownerOf(room) === this.d.self) {
       throw new FractalError("wrong_owner", `node ${this.d.self} still owns room ${room} at epoch ${membership.epoch}`, { epoch: membership.epoch });
     }
-    await rooms.commits.drained();
+    // Sends to the room already accepted land first (later ones are refused: this node has the new map).
+    await rooms.commits.roomDrained(room);
     const head = rooms.store.head(room);
+    const tail = this.tailAfter(room, head, copy);
+    if (tail !== undefined) {
+      rooms.peek(room)?.reset();
+      return { head, tail, checkpointed: rooms.store.checkpointOf(room)?.seq ?? 0 };
+    }
     if (head > 0) {
       const result = await checkpointer.flush([room], { force: true });
       if (result.failed > 0) throw new FractalError("unavailable", `could not checkpoint room ${room} for the handoff`);
     }
     rooms.peek(room)?.reset();
     return { head };
+  }
+
+  /**
+   * The messages after the asker's copy, when they can stand in for a checkpoint: its copy ends at a message
+   * this node has too (same seq, id and ts: the same history), and everything after it is here without a hole
+   * and small enough for one reply.
+   */
+  private tailAfter(room: string, head: number, copy: CopyEnd): StoredMessage[] | undefined {
+    const store = this.d.rooms.store;
+    if (copy.since > head || head - copy.since > MAX_TAIL_MESSAGES) return undefined;
+    if (copy.since > 0 || copy.sinceId !== "") {
+      const mine = store.history(room, { after: copy.since - 1, limit: 1 })[0];
+      if (mine === undefined || mine.seq !== copy.since || mine.id !== copy.sinceId || mine.ts !== copy.sinceTs) return undefined;
+    }
+    const tail = head === copy.since ? [] : store.history(room, { after: copy.since, limit: head - copy.since });
+    if (tail.length !== head - copy.since || (tail.length > 0 && tail[0]!.seq !== copy.since + 1)) return undefined;
+    let bytes = 0;
+    for (const m of tail) bytes += m.text.length * 3 + m.id.length + m.user.length + 32;
+    return bytes > MAX_TAIL_BYTES ? undefined : tail;
   }
 
   /**

@@ -10,6 +10,8 @@ interface Entry {
   readonly message: PendingMessage;
   readonly resolve: (m: StoredMessage) => void;
   readonly reject: (err: unknown) => void;
+  /** Called after resolve or reject (roomDrained waiters). */
+  readonly settled: (() => void)[];
 }
 
 export interface CommitHooks {
@@ -28,6 +30,8 @@ export class CommitQueue {
   /** One commit at a time: batches must land in order, and a slow commit makes the next batch bigger. */
   private committing = false;
   private idle: (() => void)[] = [];
+  /** The batch being committed (its entries left `queue`). */
+  private inFlight: Entry[] = [];
 
   constructor(
     private readonly store: RoomStore,
@@ -38,13 +42,29 @@ export class CommitQueue {
   /** Resolves with the stored message once it is durable; rejects if its batch failed. */
   enqueue(message: PendingMessage): Promise<StoredMessage> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ message, resolve, reject });
+      this.queue.push({ message, resolve, reject, settled: [] });
       this.schedule();
     });
   }
 
   get pending(): number {
     return this.queue.length;
+  }
+
+  /**
+   * Resolves when the messages of `room` enqueued so far have been committed or failed. Unlike drained(), it
+   * does not wait for other rooms: a handoff under load must not wait for the whole node to go idle.
+   */
+  roomDrained(room: string): Promise<void> {
+    const waiting = [...this.inFlight, ...this.queue].filter((e) => e.message.room === room);
+    if (waiting.length === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      let left = waiting.length;
+      const one = () => {
+        if (--left === 0) resolve();
+      };
+      for (const e of waiting) e.settled.push(one);
+    });
   }
 
   /** Resolves when every enqueued message has been committed or failed. */
@@ -65,6 +85,7 @@ export class CommitQueue {
     const batch = this.queue.splice(0, MAX_BATCH);
     if (batch.length === 0) return this.notifyIdle();
     this.committing = true;
+    this.inFlight = batch;
     const ts = this.clock();
     const messages = batch.map((e) => ({ ...e.message, ts }));
     let durable: Promise<void>;
@@ -77,6 +98,7 @@ export class CommitQueue {
       () => {
         this.hooks.committed(messages);
         for (let i = 0; i < batch.length; i++) batch[i]!.resolve(messages[i]!);
+        settle(batch);
         this.done();
       },
       (err: unknown) => {
@@ -90,6 +112,7 @@ export class CommitQueue {
           err,
         );
         for (const e of failed) e.reject(err);
+        settle(failed);
         this.done();
       },
     );
@@ -97,6 +120,7 @@ export class CommitQueue {
 
   private done(): void {
     this.committing = false;
+    this.inFlight = [];
     if (this.queue.length > 0) this.schedule();
     else this.notifyIdle();
   }
@@ -104,4 +128,8 @@ export class CommitQueue {
   private notifyIdle(): void {
     if (this.queue.length === 0 && !this.scheduled && !this.committing) for (const resolve of this.idle.splice(0)) resolve();
   }
+}
+
+function settle(entries: readonly Entry[]): void {
+  for (const e of entries) for (const f of e.settled.splice(0)) f();
 }

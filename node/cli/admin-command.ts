@@ -187,18 +187,20 @@ async function move(flags: CommonFlags & MoveFlags, drain: string | undefined, m
   const started = Date.now();
   let bar: SingleBar | undefined;
   for await (const line of ndjson(res)) {
-    const l = line as { plan?: Plan; progress?: { done: number; total: number; messages: number; failed: number; elapsedMs: number }; result?: Record<string, unknown>; error?: { code: string; message: string } };
+    const l = line as { plan?: Plan; progress?: { phase?: string; done: number; total: number; messages: number; failed: number; elapsedMs: number }; result?: Record<string, unknown>; error?: { code: string; message: string } };
     if (l.plan) {
       if (flags.json) print({ plan: l.plan });
       else process.stdout.write(describePlan(l.plan, drain));
       if (!flags.json && !flags.dryRun && l.plan.moves.length > 0 && process.stderr.isTTY) {
-        bar = new SingleBar({ format: "moving [{bar}] {value}/{total} rooms | {messages} messages | {duration}s | ETA {eta}s", hideCursor: true }, Presets.shades_classic);
-        bar.start(l.plan.moves.length, 0, { messages: 0 });
+        bar = new SingleBar({ format: "{phase} [{bar}] {value}/{total} rooms | {messages} messages | {duration}s | ETA {eta}s", hideCursor: true }, Presets.shades_classic);
+        bar.start(l.plan.moves.length, 0, { messages: 0, phase: "copying" });
       }
     } else if (l.progress) {
       if (flags.json) print({ progress: l.progress });
-      else if (bar) bar.update(l.progress.done, { messages: l.progress.messages });
-      else if (l.progress.done === l.progress.total || l.progress.done % 100 === 0) process.stderr.write(`moved ${l.progress.done}/${l.progress.total} rooms\n`);
+      else if (bar) bar.update(l.progress.done, { messages: l.progress.messages, phase: l.progress.phase === "prepare" ? "copying" : "moving" });
+      else if (l.progress.done === l.progress.total || l.progress.done % 100 === 0) {
+        process.stderr.write(`${l.progress.phase === "prepare" ? "copied" : "moved"} ${l.progress.done}/${l.progress.total} rooms\n`);
+      }
     } else if (l.result) {
       bar?.stop();
       const r = l.result as { done: number; total: number; failed: number; messages: number; epoch: number; pauseMs: { p50: number; p99: number; max: number } };

@@ -17,6 +17,7 @@ import type { CheckpointRoundResult, HistoryQuery, RestoreProgress, RestoreResul
 import type { AdminApi, NodeStatus, StatusQuery } from "../admin.js";
 import type { Logger } from "../log.js";
 import type { Caller, JoinResult, OwnerApi, OwnerEvents, RoomInfo } from "../room-api.js";
+import type { CopyEnd, Handoff } from "../transfer.js";
 import { MAX_PEER_MESSAGE_BYTES } from "./server.js";
 import { fromServiceError } from "./status.js";
 import { fromWire } from "./wire.js";
@@ -163,8 +164,9 @@ export class PeerLink implements OwnerApi, OwnerEvents, AdminApi {
   }
 
   /** Deadline: the usual forward timeout (the new owner retries while the old one may still answer). */
-  async handoff(caller: Caller, room: string): Promise<{ head: number }> {
-    return this.call(this.client.handoff, { caller, room });
+  async handoff(caller: Caller, room: string, copy: CopyEnd): Promise<Handoff> {
+    const r = await this.call(this.client.handoff, { caller, room, ...copy });
+    return { head: r.head, tail: r.tailSent ? r.tail.map((m) => ({ ...m, room })) : undefined, checkpointed: r.checkpointed };
   }
 
   async listRooms(caller: Caller): Promise<{ room: string; head: number }[]> {
@@ -172,9 +174,15 @@ export class PeerLink implements OwnerApi, OwnerEvents, AdminApi {
   }
 
   /** Asks this (new) owner to take rooms over now; `onRoom` hears each one as it is done. */
-  takeOver(caller: Caller, rooms: string[], concurrency: number, onRoom: (r: { room: string; head: number; pauseMs: number; error: string }) => void): Promise<void> {
+  takeOver(
+    caller: Caller,
+    rooms: string[],
+    concurrency: number,
+    onRoom: (r: { room: string; head: number; pauseMs: number; error: string }) => void,
+    options: { prepare?: boolean } = {},
+  ): Promise<void> {
     return new Promise((resolve, reject) => {
-      const stream = this.client.takeOver({ caller, rooms, concurrency }, new grpc.Metadata({ waitForReady: true }));
+      const stream = this.client.takeOver({ caller, rooms, concurrency, prepare: options.prepare === true }, new grpc.Metadata({ waitForReady: true }));
       stream.on("data", onRoom);
       stream.on("error", (err: grpc.ServiceError) => reject(fromServiceError(err, this.peer)));
       stream.on("end", () => resolve());

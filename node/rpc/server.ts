@@ -153,13 +153,17 @@ export function peerImplementation(deps: PeerServerDeps): PeerServer {
         rooms: s.rooms.map((r) => ({ ...r, lastCheckpointAt: r.lastCheckpointAt ?? 0 })),
       };
     }),
-    handoff: unary("handoff", async (req) => deps.transfer.handOff(caller(req.caller), checkRoomId(req.room))),
+    handoff: unary("handoff", async (req) => {
+      const room = checkRoomId(req.room);
+      const r = await deps.transfer.handOff(caller(req.caller), room, { since: req.since, sinceId: req.sinceId, sinceTs: req.sinceTs });
+      return { head: r.head, tailSent: r.tail !== undefined, tail: (r.tail ?? []).map((m) => ({ ...m, room: "" })), checkpointed: r.checkpointed ?? 0 };
+    }),
     listRooms: unary("listRooms", async (req) => ({ rooms: await deps.admin.listRooms(caller(req.caller)) })),
     takeOver: (call) => {
       const req = call.request;
       (async () => {
         const c = caller(req.caller);
-        await deps.admin.takeOver(c, req.rooms.map(checkRoomId), req.concurrency || 8, (r) => call.write(r));
+        await deps.admin.takeOver(c, req.rooms.map(checkRoomId), req.concurrency || 8, (r) => call.write(r), { prepare: req.prepare });
         call.end();
       })().catch((err: unknown) => call.emit("error", toServiceError(err)));
     },

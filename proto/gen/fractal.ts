@@ -39,10 +39,25 @@ export const protobufFileName = "fractal.proto";
 export interface HandoffRequest {
   caller: Caller | undefined;
   room: string;
+  /**
+   * The new owner's copy of the room ends at seq `since` (0: it has none), whose message has this id and ts.
+   * When the old owner's history matches there, it sends the messages after it instead of checkpointing.
+   */
+  since: number;
+  sinceId: string;
+  sinceTs: number;
 }
 
 export interface HandoffReply {
   head: number;
+  /**
+   * Set when `tail` holds every message since..head (nothing was checkpointed for the handoff); otherwise
+   * the chain is complete up to head and the new owner reads it from there.
+   */
+  tailSent: boolean;
+  tail: ChatMessage[];
+  /** The old owner's last checkpoint (the chain's head as it wrote it): the new owner's backlog counts from it. */
+  checkpointed: number;
 }
 
 export interface TakeOverRequest {
@@ -50,6 +65,11 @@ export interface TakeOverRequest {
   rooms: string[];
   /** Rooms taken over at once. */
   concurrency: number;
+  /**
+   * Before the switch: only copy the rooms from their checkpoints (the new owner's copy then needs just the
+   * tail at the handoff); nothing changes hands.
+   */
+  prepare: boolean;
 }
 
 export interface TakeOverProgress {
@@ -313,7 +333,7 @@ export interface Presence {
 }
 
 function createBaseHandoffRequest(): HandoffRequest {
-  return { caller: undefined, room: "" };
+  return { caller: undefined, room: "", since: 0, sinceId: "", sinceTs: 0 };
 }
 
 export const HandoffRequest: MessageFns<HandoffRequest> = {
@@ -323,6 +343,15 @@ export const HandoffRequest: MessageFns<HandoffRequest> = {
     }
     if (message.room !== "") {
       writer.uint32(18).string(message.room);
+    }
+    if (message.since !== 0) {
+      writer.uint32(24).uint64(message.since);
+    }
+    if (message.sinceId !== "") {
+      writer.uint32(34).string(message.sinceId);
+    }
+    if (message.sinceTs !== 0) {
+      writer.uint32(40).uint64(message.sinceTs);
     }
     return writer;
   },
@@ -356,6 +385,30 @@ export const HandoffRequest: MessageFns<HandoffRequest> = {
             message.room = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.since = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.sinceId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.sinceTs = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -372,6 +425,17 @@ export const HandoffRequest: MessageFns<HandoffRequest> = {
     return {
       caller: isSet(object.caller) ? Caller.fromJSON(object.caller) : undefined,
       room: isSet(object.room) ? globalThis.String(object.room) : "",
+      since: isSet(object.since) ? globalThis.Number(object.since) : 0,
+      sinceId: isSet(object.sinceId)
+        ? globalThis.String(object.sinceId)
+        : isSet(object.since_id)
+        ? globalThis.String(object.since_id)
+        : "",
+      sinceTs: isSet(object.sinceTs)
+        ? globalThis.Number(object.sinceTs)
+        : isSet(object.since_ts)
+        ? globalThis.Number(object.since_ts)
+        : 0,
     };
   },
 
@@ -382,6 +446,15 @@ export const HandoffRequest: MessageFns<HandoffRequest> = {
     }
     if (message.room !== "") {
       obj.room = message.room;
+    }
+    if (message.since !== 0) {
+      obj.since = Math.round(message.since);
+    }
+    if (message.sinceId !== "") {
+      obj.sinceId = message.sinceId;
+    }
+    if (message.sinceTs !== 0) {
+      obj.sinceTs = Math.round(message.sinceTs);
     }
     return obj;
   },
@@ -395,18 +468,30 @@ export const HandoffRequest: MessageFns<HandoffRequest> = {
       ? Caller.fromPartial(object.caller)
       : undefined;
     message.room = object.room ?? "";
+    message.since = object.since ?? 0;
+    message.sinceId = object.sinceId ?? "";
+    message.sinceTs = object.sinceTs ?? 0;
     return message;
   },
 };
 
 function createBaseHandoffReply(): HandoffReply {
-  return { head: 0 };
+  return { head: 0, tailSent: false, tail: [], checkpointed: 0 };
 }
 
 export const HandoffReply: MessageFns<HandoffReply> = {
   encode(message: HandoffReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.head !== 0) {
       writer.uint32(8).uint64(message.head);
+    }
+    if (message.tailSent !== false) {
+      writer.uint32(16).bool(message.tailSent);
+    }
+    for (const v of message.tail) {
+      ChatMessage.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.checkpointed !== 0) {
+      writer.uint32(32).uint64(message.checkpointed);
     }
     return writer;
   },
@@ -432,6 +517,30 @@ export const HandoffReply: MessageFns<HandoffReply> = {
             message.head = longToNumber(reader.uint64());
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.tailSent = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.tail.push(ChatMessage.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.checkpointed = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -445,13 +554,31 @@ export const HandoffReply: MessageFns<HandoffReply> = {
   },
 
   fromJSON(object: any): HandoffReply {
-    return { head: isSet(object.head) ? globalThis.Number(object.head) : 0 };
+    return {
+      head: isSet(object.head) ? globalThis.Number(object.head) : 0,
+      tailSent: isSet(object.tailSent)
+        ? globalThis.Boolean(object.tailSent)
+        : isSet(object.tail_sent)
+        ? globalThis.Boolean(object.tail_sent)
+        : false,
+      tail: globalThis.Array.isArray(object?.tail) ? object.tail.map((e: any) => ChatMessage.fromJSON(e)) : [],
+      checkpointed: isSet(object.checkpointed) ? globalThis.Number(object.checkpointed) : 0,
+    };
   },
 
   toJSON(message: HandoffReply): unknown {
     const obj: any = {};
     if (message.head !== 0) {
       obj.head = Math.round(message.head);
+    }
+    if (message.tailSent !== false) {
+      obj.tailSent = message.tailSent;
+    }
+    if (message.tail?.length) {
+      obj.tail = message.tail.map((e) => ChatMessage.toJSON(e));
+    }
+    if (message.checkpointed !== 0) {
+      obj.checkpointed = Math.round(message.checkpointed);
     }
     return obj;
   },
@@ -462,12 +589,15 @@ export const HandoffReply: MessageFns<HandoffReply> = {
   fromPartial<I extends Exact<DeepPartial<HandoffReply>, I>>(object: I): HandoffReply {
     const message = createBaseHandoffReply();
     message.head = object.head ?? 0;
+    message.tailSent = object.tailSent ?? false;
+    message.tail = object.tail?.map((e) => ChatMessage.fromPartial(e)) || [];
+    message.checkpointed = object.checkpointed ?? 0;
     return message;
   },
 };
 
 function createBaseTakeOverRequest(): TakeOverRequest {
-  return { caller: undefined, rooms: [], concurrency: 0 };
+  return { caller: undefined, rooms: [], concurrency: 0, prepare: false };
 }
 
 export const TakeOverRequest: MessageFns<TakeOverRequest> = {
@@ -480,6 +610,9 @@ export const TakeOverRequest: MessageFns<TakeOverRequest> = {
     }
     if (message.concurrency !== 0) {
       writer.uint32(24).uint32(message.concurrency);
+    }
+    if (message.prepare !== false) {
+      writer.uint32(32).bool(message.prepare);
     }
     return writer;
   },
@@ -521,6 +654,14 @@ export const TakeOverRequest: MessageFns<TakeOverRequest> = {
             message.concurrency = reader.uint32();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.prepare = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -538,6 +679,7 @@ export const TakeOverRequest: MessageFns<TakeOverRequest> = {
       caller: isSet(object.caller) ? Caller.fromJSON(object.caller) : undefined,
       rooms: globalThis.Array.isArray(object?.rooms) ? object.rooms.map((e: any) => globalThis.String(e)) : [],
       concurrency: isSet(object.concurrency) ? globalThis.Number(object.concurrency) : 0,
+      prepare: isSet(object.prepare) ? globalThis.Boolean(object.prepare) : false,
     };
   },
 
@@ -552,6 +694,9 @@ export const TakeOverRequest: MessageFns<TakeOverRequest> = {
     if (message.concurrency !== 0) {
       obj.concurrency = Math.round(message.concurrency);
     }
+    if (message.prepare !== false) {
+      obj.prepare = message.prepare;
+    }
     return obj;
   },
 
@@ -565,6 +710,7 @@ export const TakeOverRequest: MessageFns<TakeOverRequest> = {
       : undefined;
     message.rooms = object.rooms?.map((e) => e) || [];
     message.concurrency = object.concurrency ?? 0;
+    message.prepare = object.prepare ?? false;
     return message;
   },
 };
