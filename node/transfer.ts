@@ -88,6 +88,9 @@ export class OwnershipTransfer {
   takeOver(room: string): Promise<TakeOverResult> {
     const running = this.inflight.get(room);
     if (running !== undefined) return running;
+    // Callers decide early (an eager pass lists its rooms up front): a room settled since must not be taken
+    // over again. A second takeover would sync an owner's newer local copy back to the chain's older head.
+    if (!this.needsTakeOver(room)) return Promise.resolve({ room, head: this.d.rooms.store.head(room), pauseMs: 0 });
     const work = this.run(room).finally(() => this.inflight.delete(room));
     this.inflight.set(room, work);
     return work;
@@ -98,9 +101,13 @@ export class OwnershipTransfer {
     const epoch = change?.epoch ?? this.d.membership.epoch;
     const started = performance.now();
     let tailLength: number | undefined;
+    let handoffMs = 0;
+    let waitMs = 0;
     const head = await this.d.rebuilder.exclusive(room, async () => {
+      waitMs = performance.now() - started;
       const from = change?.from;
       const handoff = from !== undefined && from !== this.d.self && this.isAlive(from) ? await this.askHandoff(from, room) : undefined;
+      handoffMs = performance.now() - started - waitMs;
       const handedOff = handoff !== undefined;
       tailLength = handoff?.tail?.length;
       let head = handoff?.tail !== undefined ? await this.appendTail(room, handoff) : await this.syncWithChain(room);
@@ -124,7 +131,7 @@ export class OwnershipTransfer {
     });
     this.settled.set(room, epoch);
     const pauseMs = performance.now() - started;
-    this.d.log.debug({ room, head, pauseMs, from: change?.from, tail: tailLength }, "room taken over");
+    this.d.log.debug({ room, head, pauseMs, waitMs, handoffMs, from: change?.from, tail: tailLength }, "room taken over");
     return { room, head, pauseMs };
   }
 
