@@ -70,6 +70,7 @@ export class OwnershipTransfer {
   /** Room -> epoch of the map change this node last completed a takeover for. */
   private readonly settled = new Map<string, number>();
   private readonly inflight = new Map<string, Promise<TakeOverResult>>();
+  private tails: { tail: readonly StoredMessage[]; resolve: () => void; reject: (err: unknown) => void }[] = [];
 
   constructor(private readonly d: TransferDeps) {}
 
@@ -176,11 +177,33 @@ export class OwnershipTransfer {
     if (tail.length > 0 && tail[0]!.seq !== store.head(room) + 1) {
       throw new FractalError("internal", `room ${room}: handoff tail starts at ${tail[0]!.seq}, the local copy ends at ${store.head(room)}`);
     }
-    if (tail.length > 0) await (store.appendAsync?.(tail) ?? store.append(tail));
+    if (tail.length > 0) await this.appendGrouped(tail);
     if (head > store.head(room)) await store.skipTo(room, head);
     // The checkpoint backlog counts from what the chain holds, which the old owner knows best.
     if (checkpointed > (store.checkpointOf(room)?.seq ?? 0)) store.setCheckpoint(room, { seq: checkpointed, version: "", at: Date.now() });
     return store.head(room);
+  }
+
+  /**
+   * Tails of takeovers running at once (a rebalance moves hundreds of rooms) are committed in one transaction,
+   * like sends: one fsync per turn instead of one per room. A failed group is retried room by room, so one bad
+   * tail cannot fail the others.
+   */
+  private appendGrouped(tail: readonly StoredMessage[]): Promise<void> {
+    const store = this.d.rooms.store;
+    const commit = (messages: readonly StoredMessage[]) => Promise.resolve(store.appendAsync?.(messages) ?? store.append(messages));
+    return new Promise((resolve, reject) => {
+      if (this.tails.length === 0) {
+        setImmediate(() => {
+          const group = this.tails.splice(0);
+          commit(group.flatMap((g) => g.tail)).then(
+            () => group.forEach((g) => g.resolve()),
+            () => group.forEach((g) => commit(g.tail).then(g.resolve, g.reject)),
+          );
+        });
+      }
+      this.tails.push({ tail, resolve, reject });
+    });
   }
 
   /**
