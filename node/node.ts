@@ -66,7 +66,10 @@ export function openObjectStore(location: string, s3Endpoint?: string, options: 
 
 export async function startNode(config: NodeConfig): Promise<RunningNode> {
   const log = createLogger(config.id, config.logLevel);
-  const objects = openObjectStore(config.objectStore, config.s3Endpoint, { threaded: true });
+  // Two handles on the one store. Checkpoints and rebuilds (bulk, on a worker thread) must never queue in front
+  // of the small control calls: a lease renewal stuck behind a 10,000-room checkpoint round fences the node.
+  const objects = openObjectStore(config.objectStore, config.s3Endpoint);
+  const bulkObjects = openObjectStore(config.objectStore, config.s3Endpoint, { threaded: true });
   const tokens = new Tokens(await loadAuthSecret(config.authSecret, objects));
 
   const store = new SqliteRoomStore(join(config.dataDir, "rooms.db"));
@@ -93,7 +96,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
 
   let gateway: Gateway | undefined;
   let router: Router | undefined;
-  const chain = new CheckpointChain(objects, config.checkpointRetentionMs);
+  const chain = new CheckpointChain(bulkObjects, config.checkpointRetentionMs);
   const checkpointer = new Checkpointer({
     store,
     chain,
@@ -292,7 +295,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     await new Promise<void>((resolve) => server.close(() => resolve()));
     // 5. SQLite last: nothing can write any more.
     await store.closeAsync();
-    if (objects instanceof ThreadedObjectStore) await objects.close();
+    if (bulkObjects instanceof ThreadedObjectStore) await bulkObjects.close();
     log.info("stopped");
   };
 

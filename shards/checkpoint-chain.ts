@@ -251,8 +251,7 @@ export class CheckpointChain {
     if (keys.length === 0) return;
     const at = this.clock();
     await this.objects.put(trashKey(room, at, epoch), encodeTombstone({ room, at, epoch, keys }), { ifNoneMatch: "*" });
-    const due = this.nextSweep.get(room);
-    if (due !== undefined) this.nextSweep.set(room, Math.min(due, at + this.retentionMs));
+    this.nextSweep.set(room, Math.min(this.nextSweep.get(room) ?? Infinity, at + this.retentionMs));
   }
 
   private async publishAndSweep(room: string, current: VersionedManifest | undefined, writer: ChainWriter, manifest: Manifest): Promise<VersionedManifest> {
@@ -264,11 +263,18 @@ export class CheckpointChain {
 
   /**
    * Deletes the segments of tombstones past retention that the room's current manifest does not reference.
-   * Lists the room's tombstones only when one may be due (after a restart: once).
+   * Lists the room's tombstones only when one may be due. A room this process has not seen yet is listed one
+   * retention from now (tombstones of an earlier process are older, so due by then): a restarted node must not
+   * list every room's tombstones on its first checkpoint round.
    */
   async sweep(room: string, writer: ChainWriter): Promise<number> {
     const now = this.clock();
-    if (now < (this.nextSweep.get(room) ?? 0)) return 0;
+    const next = this.nextSweep.get(room);
+    if (next === undefined && this.retentionMs > 0) {
+      this.nextSweep.set(room, now + this.retentionMs);
+      return 0;
+    }
+    if (now < (next ?? 0)) return 0;
     const keys = await this.objects.list(trashPrefix(room));
     const due = keys.filter((k) => (trashKeyTime(k) ?? Infinity) + this.retentionMs <= now);
     let deleted = 0;

@@ -131,7 +131,11 @@ export class DirectoryObjectStore implements ObjectStore {
 
   async list(prefix: string): Promise<string[]> {
     const keys: string[] = [];
-    await this.walk(this.root, keys);
+    // Walk only the deepest directory the prefix names (listing one room must not read every room's files).
+    const dir = prefix.includes("/") ? prefix.slice(0, prefix.lastIndexOf("/")) : "";
+    const segments = dir === "" ? [] : dir.split("/");
+    if (segments.some((p) => !/^[A-Za-z0-9._=-]+$/.test(p) || p === "." || p === "..")) return [];
+    await this.walk(join(this.root, ...segments), keys);
     return keys.filter((k) => k.startsWith(prefix)).sort();
   }
 

@@ -21,6 +21,19 @@ export function objectStoreContract(name: string, open: () => Promise<ObjectStor
       expect(await store.list("rooms/")).to.deep.equal(["rooms/b/manifest.json"]);
     });
 
+    it("lists by any prefix: whole folders, part of a name, nested, missing, everything", async () => {
+      for (const k of ["rooms/a/manifest.json", "rooms/ab/manifest.json", "segments/a/1.gz", "segments/a/2.gz", "segments/b/1.gz", "cluster/map.json"]) {
+        await store.put(k, Buffer.from(k));
+      }
+      expect(await store.list("rooms/a")).to.deep.equal(["rooms/a/manifest.json", "rooms/ab/manifest.json"]);
+      expect(await store.list("rooms/a/")).to.deep.equal(["rooms/a/manifest.json"]);
+      expect(await store.list("segments/a/")).to.deep.equal(["segments/a/1.gz", "segments/a/2.gz"]);
+      expect(await store.list("segments/a/2")).to.deep.equal(["segments/a/2.gz"]);
+      expect(await store.list("trash/a/")).to.deep.equal([]);
+      expect(await store.list("c")).to.deep.equal(["cluster/map.json"]);
+      expect((await store.list("")).length).to.equal(6);
+    });
+
     it("round-trips binary bodies byte for byte", async () => {
       const body = Buffer.alloc(300_000);
       for (let i = 0; i < body.length; i++) body[i] = (i * 7919) % 256;
