@@ -106,7 +106,7 @@ export class Rebalancer {
       // Pre-copy: old owners write what they have, so the handoffs after the switch are short.
       const oldOwners = [...new Set(plan.moves.map((m) => m.from).filter((n): n is string => n !== undefined))];
       await Promise.all(oldOwners.map((n) => this.apiOf(n).checkpoint(caller(), undefined).catch(() => undefined)));
-      await this.prepare(plan, maxConcurrent, caller(), onProgress);
+      await this.prepare(plan, maxConcurrent, caller, onProgress);
       const { map, changed } = await this.mapStore.change((m) => {
         if (m.epoch !== plan.fromEpoch) {
           throw new FractalError("unavailable", `the cluster map changed since the plan (epoch ${plan.fromEpoch} -> ${m.epoch}); run the command again`);
@@ -124,32 +124,7 @@ export class Rebalancer {
           .map((n) => this.apiOf(n.id).nodeStatus(caller(), { rooms: false }).catch(() => undefined)),
       );
     }
-    const byOwner = new Map<string, string[]>();
-    for (const m of plan.moves) byOwner.set(m.to, [...(byOwner.get(m.to) ?? []), m.room]);
-    const sizes = new Map(plan.moves.map((m) => [m.room, m.messages]));
-    const pauses: number[] = [];
-    let done = 0;
-    let failed = 0;
-    let messages = 0;
-    const report = () => onProgress({ phase: "move", done, total: plan.moves.length, messages, failed, elapsedMs: Date.now() - started });
-    await Promise.all(
-      [...byOwner].map(([owner, rooms]) =>
-        this.apiOf(owner)
-          .takeOver(caller(), rooms, maxConcurrent, (r) => {
-            done++;
-            if (r.error !== "") failed++;
-            else {
-              pauses.push(r.pauseMs);
-              messages += sizes.get(r.room) ?? 0;
-            }
-            report();
-          })
-          .catch(() => {
-            failed += rooms.length;
-          }),
-      ),
-    );
-    report();
+    const { done, failed, messages, pauses } = await this.onNewOwners("move", plan, maxConcurrent, caller, started, onProgress);
     // Done: the next run plans afresh (an unfinished one is resumed from the saved plan instead).
     if (failed === 0) await this.objects.delete(PLAN_KEY).catch(() => undefined);
     pauses.sort((a, b) => a - b);
@@ -162,33 +137,52 @@ export class Rebalancer {
    * the data moves before the switch, outside the rooms' write pause. Best effort: a room not copied is
    * synced at its takeover instead.
    */
-  private async prepare(plan: RebalancePlan, maxConcurrent: number, caller: Caller, onProgress: (p: RebalanceProgress) => void): Promise<void> {
-    const started = Date.now();
+  private async prepare(plan: RebalancePlan, maxConcurrent: number, caller: () => Caller, onProgress: (p: RebalanceProgress) => void): Promise<void> {
+    await this.onNewOwners("prepare", plan, maxConcurrent, caller, Date.now(), onProgress);
+  }
+
+  /** Has every new owner prepare or take over its rooms, `maxConcurrent` at a time, reporting each room. */
+  private async onNewOwners(
+    phase: RebalanceProgress["phase"],
+    plan: RebalancePlan,
+    maxConcurrent: number,
+    caller: () => Caller,
+    started: number,
+    onProgress: (p: RebalanceProgress) => void,
+  ): Promise<{ done: number; failed: number; messages: number; pauses: number[] }> {
     const byOwner = new Map<string, string[]>();
     for (const m of plan.moves) byOwner.set(m.to, [...(byOwner.get(m.to) ?? []), m.room]);
     const sizes = new Map(plan.moves.map((m) => [m.room, m.messages]));
+    const pauses: number[] = [];
     let done = 0;
     let failed = 0;
     let messages = 0;
-    const report = () => onProgress({ phase: "prepare", done, total: plan.moves.length, messages, failed, elapsedMs: Date.now() - started });
+    const report = () => onProgress({ phase, done, total: plan.moves.length, messages, failed, elapsedMs: Date.now() - started });
     await Promise.all(
       [...byOwner].map(([owner, rooms]) =>
         this.apiOf(owner)
           .takeOver(
-            caller,
+            caller(),
             rooms,
             maxConcurrent,
             (r) => {
               done++;
               if (r.error !== "") failed++;
-              else messages += sizes.get(r.room) ?? 0;
+              else {
+                pauses.push(r.pauseMs);
+                messages += sizes.get(r.room) ?? 0;
+              }
               report();
             },
-            { prepare: true },
+            { prepare: phase === "prepare" },
           )
-          .catch(() => undefined),
+          .catch(() => {
+            failed += rooms.length;
+          }),
       ),
     );
+    report();
+    return { done, failed, messages, pauses };
   }
 
   private async saved(): Promise<SavedPlan | undefined> {

@@ -101,16 +101,12 @@ export class OwnershipTransfer {
     const change = this.d.membership.lastOwnerChange(room);
     const epoch = change?.epoch ?? this.d.membership.epoch;
     const started = performance.now();
-    let tailLength: number | undefined;
-    let handoffMs = 0;
-    let waitMs = 0;
-    const head = await this.d.rebuilder.exclusive(room, async () => {
-      waitMs = performance.now() - started;
+    const { head, handoffMs, tail } = await this.d.rebuilder.exclusive(room, async () => {
       const from = change?.from;
+      const asked = performance.now();
       const handoff = from !== undefined && from !== this.d.self && this.isAlive(from) ? await this.askHandoff(from, room) : undefined;
-      handoffMs = performance.now() - started - waitMs;
+      const handoffMs = performance.now() - asked;
       const handedOff = handoff !== undefined;
-      tailLength = handoff?.tail?.length;
       let head = handoff?.tail !== undefined ? await this.appendTail(room, handoff) : await this.syncWithChain(room);
       const clean = from !== undefined && (await this.d.stoppedCleanly?.(from)) === true;
       // Even with no checkpoint at all (head 0): the dead owner may have acknowledged messages in the room's
@@ -128,11 +124,11 @@ export class OwnershipTransfer {
       // A tail came from the old owner, not from the chain: this node checkpoints it next.
       if (handoff?.tail !== undefined && handoff.tail.length > 0) this.d.checkpointer.markDirty(room);
       this.d.rooms.peek(room)?.reset();
-      return head;
+      return { head, handoffMs, tail: handoff?.tail?.length };
     });
     this.settled.set(room, epoch);
     const pauseMs = performance.now() - started;
-    this.d.log.debug({ room, head, pauseMs, waitMs, handoffMs, from: change?.from, tail: tailLength }, "room taken over");
+    this.d.log.debug({ room, head, pauseMs, handoffMs, from: change?.from, tail }, "room taken over");
     return { room, head, pauseMs };
   }
 
@@ -166,9 +162,16 @@ export class OwnershipTransfer {
   private copyEnd(room: string): CopyEnd {
     const store = this.d.rooms.store;
     const since = store.head(room);
-    const last = since > 0 ? store.history(room, { after: since - 1, limit: 1 })[0] : undefined;
+    const last = this.messageAt(room, since);
     // A head without its message (a skip) cannot be matched: an empty id never matches, the old owner checkpoints.
-    return last?.seq === since ? { since, sinceId: last.id, sinceTs: last.ts } : { since, sinceId: "", sinceTs: 0 };
+    return last !== undefined ? { since, sinceId: last.id, sinceTs: last.ts } : { since, sinceId: "", sinceTs: 0 };
+  }
+
+  /** The local message with exactly this seq (none for 0 or a skipped seq). */
+  private messageAt(room: string, seq: number): StoredMessage | undefined {
+    if (seq <= 0) return undefined;
+    const m = this.d.rooms.store.history(room, { after: seq - 1, limit: 1 })[0];
+    return m?.seq === seq ? m : undefined;
   }
 
   /** Commits the handoff's tail after the local copy (durably: these messages were acknowledged). */
@@ -224,7 +227,7 @@ export class OwnershipTransfer {
     if (manifest === undefined) return store.head(room);
     const localHead = store.head(room);
     const m = manifest.manifest;
-    const last = localHead > 0 ? store.history(room, { after: localHead - 1, limit: 1 })[0] : undefined;
+    const last = this.messageAt(room, localHead);
     if (localHead === m.head && (m.head === 0 || last?.ts === m.headTs)) return localHead;
     // A copy from an earlier time of ownership may have diverged: replace it (after verifying the chain).
     const result = await restoreRoom(store, this.d.chain, room, manifest, { replace: localHead > 0 });
@@ -267,8 +270,8 @@ export class OwnershipTransfer {
     const store = this.d.rooms.store;
     if (copy.since > head || head - copy.since > MAX_TAIL_MESSAGES) return undefined;
     if (copy.since > 0 || copy.sinceId !== "") {
-      const mine = store.history(room, { after: copy.since - 1, limit: 1 })[0];
-      if (mine === undefined || mine.seq !== copy.since || mine.id !== copy.sinceId || mine.ts !== copy.sinceTs) return undefined;
+      const mine = this.messageAt(room, copy.since);
+      if (mine === undefined || mine.id !== copy.sinceId || mine.ts !== copy.sinceTs) return undefined;
     }
     const tail = head === copy.since ? [] : store.history(room, { after: copy.since, limit: head - copy.since });
     if (tail.length !== head - copy.since || (tail.length > 0 && tail[0]!.seq !== copy.since + 1)) return undefined;

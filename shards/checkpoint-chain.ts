@@ -276,7 +276,8 @@ export class CheckpointChain {
     }
     if (now < (next ?? 0)) return 0;
     const keys = await this.objects.list(trashPrefix(room));
-    const due = keys.filter((k) => (trashKeyTime(k) ?? Infinity) + this.retentionMs <= now);
+    const isDue = (k: string) => (trashKeyTime(k) ?? Infinity) + this.retentionMs <= now;
+    const due = keys.filter(isDue);
     let deleted = 0;
     if (due.length > 0) {
       const fresh = await this.read(room);
@@ -296,7 +297,7 @@ export class CheckpointChain {
         await this.objects.delete(key);
       }
     }
-    const pending = keys.filter((k) => !due.includes(k)).map((k) => (trashKeyTime(k) ?? now) + this.retentionMs);
+    const pending = keys.filter((k) => !isDue(k)).map((k) => (trashKeyTime(k) ?? now) + this.retentionMs);
     this.nextSweep.set(room, pending.length === 0 ? Infinity : Math.min(...pending));
     return deleted;
   }

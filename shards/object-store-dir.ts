@@ -2,8 +2,8 @@
  * ObjectStore over a local directory, shared by the nodes of a local cluster.
  *
  * Atomicity: bodies are written to a temp file and renamed into place. Conditional writes are serialized
- * across processes by an exclusive lock file per key (O_EXCL), so compare-and-swap holds between nodes that
- * share the directory. Versions are the SHA-256 of the body, like S3's ETag is an MD5.
+ * across processes by a lock per key (see withLock), so compare-and-swap holds between nodes that share the
+ * directory. Versions are the SHA-256 of the body, like S3's ETag is an MD5.
  *
  * Cost: conditional writes are the hot path of checkpoints (a manifest per room per interval). Metadata calls
  * (lock create/remove, rename, link, stat) are synchronous: they take microseconds on a local disk, while each
@@ -14,8 +14,20 @@
  * costs nothing and each asynchronous call would be two more thread switches through libuv's pool.
  */
 import { createHash, randomBytes } from "node:crypto";
-import * as fsSync from "node:fs";
-import { closeSync, linkSync, openSync, readFileSync, renameSync, statSync, unlinkSync } from "node:fs";
+import {
+  closeSync,
+  linkSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+  type Dirent,
+} from "node:fs";
 import * as fsAsync from "node:fs/promises";
 import { dirname, join, relative, sep } from "node:path";
 import {
@@ -217,8 +229,8 @@ export class DirectoryObjectStore implements ObjectStore {
   private lockSource(): string {
     if (this.source !== undefined) return this.source;
     const dir = join(this.root, LOCK_DIR);
-    fsSync.mkdirSync(dir, { recursive: true });
-    for (const name of fsSync.readdirSync(dir)) {
+    mkdirSync(dir, { recursive: true });
+    for (const name of readdirSync(dir)) {
       try {
         const st = statSync(join(dir, name));
         if (st.nlink === 1 && Date.now() - st.mtimeMs > 24 * 3600_000) unlinkQuietly(join(dir, name));
@@ -254,7 +266,7 @@ interface FsCalls {
   readFile(file: string): Promise<Buffer>;
   writeDurably(file: string, body: Buffer): Promise<void>;
   mkdirs(dir: string): Promise<unknown>;
-  readdir(dir: string): Promise<fsSync.Dirent[]>;
+  readdir(dir: string): Promise<Dirent[]>;
   rm(file: string): Promise<void>;
 }
 
@@ -268,11 +280,11 @@ const asyncFs: FsCalls = {
 
 // Thrown errors become rejections, as with the asynchronous calls.
 const blockingFs: FsCalls = {
-  readFile: async (file) => fsSync.readFileSync(file),
-  writeDurably: async (file, body) => fsSync.writeFileSync(file, body, { flush: true }),
-  mkdirs: async (dir) => fsSync.mkdirSync(dir, { recursive: true }),
-  readdir: async (dir) => fsSync.readdirSync(dir, { withFileTypes: true }),
-  rm: async (file) => fsSync.rmSync(file, { force: true }),
+  readFile: async (file) => readFileSync(file),
+  writeDurably: async (file, body) => writeFileSync(file, body, { flush: true }),
+  mkdirs: async (dir) => mkdirSync(dir, { recursive: true }),
+  readdir: async (dir) => readdirSync(dir, { withFileTypes: true }),
+  rm: async (file) => rmSync(file, { force: true }),
 };
 
 function unlinkQuietly(file: string): void {

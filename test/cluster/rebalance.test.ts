@@ -101,7 +101,7 @@ async function checkNothingLost(c: TestCluster, load: Load, rooms: string[]) {
       ids.add(m.id);
     }
     const bySeq = new Map(hist.map((m) => [m.seq, m.id]));
-    for (const [id, a] of load.acked) if (a.room === room && bySeq.get(a.seq) !== id) { lost++; console.log("LOST", room, a.seq, id, "history has", bySeq.get(a.seq), "head", hist.length, hist[hist.length-1]?.seq); }
+    for (const [id, a] of load.acked) if (a.room === room && bySeq.get(a.seq) !== id) lost++;
   }
   let gaps = 0;
   let dupDeliveries = 0;
