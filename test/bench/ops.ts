@@ -9,6 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Histogram } from "./hist.js";
+import { seedChains, seededMessage } from "./seed-chains.js";
 import { freePorts, isAlive, log, sleep, stopChild, track, trackTempDir, untrackTempDir, waitHttpOk, withTimeout } from "./lib.js";
 import type {
   FailoverRes,
@@ -378,6 +379,8 @@ export interface RebuildResult {
   loadStoppedByTime: boolean;
   loadErrors: Record<string, number>;
   checkpoint?: { rooms: number; messages: number; failed: number; ms: number; cliMs: number };
+  /** Set when the chains were seeded (seed-chains.ts) instead of loaded through HTTP. */
+  seeded?: { batch: number; segments: number };
   stopMs?: number;
   /** Times in ms from the spawn of the restarted process. */
   readyMs?: number;
@@ -414,6 +417,45 @@ function logLines(file: string): Record<string, unknown>[] {
   }
 }
 
+type RebuildOptions = Parameters<typeof runRebuild>[0];
+type PerRoom = Map<string, { acked: number; maxSeq: number }>;
+
+/** Bulk load through the node's HTTP API, then `fractal admin checkpoint`. */
+async function loadRebuildRooms(o: RebuildOptions, url: string, rooms: string[], res: RebuildResult): Promise<{ perRoomByName: PerRoom }> {
+  const loaded = await bulkLoad({ tag: o.tag, urls: [url], rooms, total: o.messages, procs: o.loadProcs, concurrency: o.concurrency, maxMs: o.loadMaxMs, textBytes: o.textBytes });
+    res.loaded = loaded.acked;
+    res.loadSec = loaded.ms / 1000;
+    res.loadPerSec = loaded.ratePerSec;
+    res.loadStoppedByTime = loaded.stoppedByTime;
+    res.loadErrors = loaded.errors;
+    if (loaded.stoppedByTime) res.notes.push(`load stopped by the ${(o.loadMaxMs / 1000).toFixed(0)} s cap at ${loaded.acked} of ${o.messages} messages`);
+    if (loaded.failed > 0) res.notes.push(`${loaded.failed} loads failed: ${JSON.stringify(loaded.errors)}`);
+
+    log(`${o.tag}: fractal admin checkpoint --json`);
+    const ck = await runAdmin(["checkpoint", "--node", url, "--json"], 180000);
+    const ckJson = jsonLines(ck.stdout).at(-1) as { rooms?: number; messages?: number; failed?: number; ms?: number } | undefined;
+    if (ck.code !== 0 || ckJson === undefined) throw new Error(`admin checkpoint failed (exit ${ck.code}): ${ck.stdout.slice(-300)} ${ck.stderr.slice(-500)}`);
+    res.checkpoint = { rooms: ckJson.rooms ?? 0, messages: ckJson.messages ?? 0, failed: ckJson.failed ?? 0, ms: ckJson.ms ?? 0, cliMs: ck.ms };
+    log(`${o.tag}: checkpoint: ${JSON.stringify(ckJson)} (CLI ${ck.ms.toFixed(0)} ms)`);
+  return loaded;
+}
+
+/**
+ * Writes the rooms' chains straight into the object store as the (still running, idle) node's own, under the
+ * map's epoch: the node then stops cleanly, loses its disk and rebuilds them like any chain it wrote itself.
+ */
+async function seedRebuildRooms(o: RebuildOptions, root: string, rooms: string[], batch: number, res: RebuildResult): Promise<{ perRoomByName: PerRoom }> {
+  const perRoom = Math.floor(o.messages / rooms.length);
+  log(`${o.tag}: seeding ${rooms.length} chains of ${perRoom} messages (${batch} per checkpoint round) into ${path.join(root, "objects")}`);
+  const seeded = await seedChains({ dir: path.join(root, "objects"), rooms, messagesPerRoom: perRoom, batch, textBytes: o.textBytes, node: "n1", epoch: 1 });
+  res.loaded = seeded.messages;
+  res.loadSec = seeded.ms / 1000;
+  res.loadPerSec = seeded.messages / res.loadSec;
+  res.seeded = { batch, segments: seeded.segments };
+  log(`${o.tag}: seeded ${seeded.messages} messages in ${seeded.segments} segments in ${res.loadSec.toFixed(1)} s`);
+  return { perRoomByName: new Map(rooms.map((room) => [room, { acked: perRoom, maxSeq: perRoom }])) };
+}
+
 export async function runRebuild(o: {
   tag: string;
   rooms: number;
@@ -425,6 +467,8 @@ export async function runRebuild(o: {
   readyTimeoutMs: number;
   rebuildTimeoutMs: number;
   keepData: boolean;
+  /** Seed the chains straight into the object store (see seed-chains.ts) instead of loading through HTTP. */
+  seedBatch?: number;
 }): Promise<RebuildResult> {
   const res: RebuildResult = {
     ok: false,
@@ -449,22 +493,7 @@ export async function runRebuild(o: {
     await waitReady([n1], o.readyTimeoutMs);
     log(`${o.tag}: 1-node cluster ready at ${n1.url} (data ${root})`);
     const rooms = Array.from({ length: o.rooms }, (_, i) => `rb-${o.tag}-r${i}`.toLowerCase());
-    const loaded = await bulkLoad({ tag: o.tag, urls: [n1.url], rooms, total: o.messages, procs: o.loadProcs, concurrency: o.concurrency, maxMs: o.loadMaxMs, textBytes: o.textBytes });
-    res.loaded = loaded.acked;
-    res.loadSec = loaded.ms / 1000;
-    res.loadPerSec = loaded.ratePerSec;
-    res.loadStoppedByTime = loaded.stoppedByTime;
-    res.loadErrors = loaded.errors;
-    if (loaded.stoppedByTime) res.notes.push(`load stopped by the ${(o.loadMaxMs / 1000).toFixed(0)} s cap at ${loaded.acked} of ${o.messages} messages`);
-    if (loaded.failed > 0) res.notes.push(`${loaded.failed} loads failed: ${JSON.stringify(loaded.errors)}`);
-
-    log(`${o.tag}: fractal admin checkpoint --json`);
-    const ck = await runAdmin(["checkpoint", "--node", n1.url, "--json"], 180000);
-    const ckJson = jsonLines(ck.stdout).at(-1) as { rooms?: number; messages?: number; failed?: number; ms?: number } | undefined;
-    if (ck.code !== 0 || ckJson === undefined) throw new Error(`admin checkpoint failed (exit ${ck.code}): ${ck.stdout.slice(-300)} ${ck.stderr.slice(-500)}`);
-    res.checkpoint = { rooms: ckJson.rooms ?? 0, messages: ckJson.messages ?? 0, failed: ckJson.failed ?? 0, ms: ckJson.ms ?? 0, cliMs: ck.ms };
-    log(`${o.tag}: checkpoint: ${JSON.stringify(ckJson)} (CLI ${ck.ms.toFixed(0)} ms)`);
-
+    const loaded = o.seedBatch !== undefined ? await seedRebuildRooms(o, root, rooms, o.seedBatch, res) : await loadRebuildRooms(o, n1.url, rooms, res);
     // A token from before the restart (tokens are signed with the cluster secret from the object store).
     const probeToken = await sessionToken(n1.url, "prober");
     const s0 = performance.now();
@@ -571,9 +600,15 @@ export async function runRebuild(o: {
         s.seqAfter = (await roomInfo(n1b.url, token, room)).seq ?? null;
         for (let after = 0; ; ) {
           const r = await fetch(`${n1b.url}/api/rooms/${room}/messages?after=${after}&limit=200`, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(15000) });
-          const list = ((await r.json()) as { messages?: { seq: number }[] }).messages ?? [];
+          const list = ((await r.json()) as { messages?: { seq: number; id: string; user: string; text: string; ts: number }[] }).messages ?? [];
           if (r.status !== 200) throw new Error(`history → HTTP ${r.status}`);
           if (list.length === 0) break;
+          // Seeded rooms are known message by message: every one must come back exactly as written.
+          const wrong = o.seedBatch === undefined ? undefined : list.find((m) => {
+            const want = seededMessage(room, m.seq, o.textBytes);
+            return m.id !== want.id || m.user !== want.user || m.text !== want.text || m.ts !== want.ts;
+          });
+          if (wrong !== undefined) throw new Error(`message ${wrong.seq} differs from the seeded one`);
           s.history += list.length;
           after = list[list.length - 1]!.seq;
           s.historyLastSeq = after;

@@ -145,6 +145,13 @@ const cfg = {
   loadCapMs: num("load-cap-sec", QUICK ? 45 : 120) * 1000,
   loadConcurrency: num("load-concurrency", 64),
   loadWorkers: num("load-workers", 1),
+  /**
+   * How phases 3 and 4 get their rooms: "seed" writes the chains into the object store (seed-chains.ts: the
+   * sizes the issues name, in seconds), "http" sends every message through the nodes (capped by load-cap-sec).
+   */
+  bulkLoad: opt("bulk-load") === "http" ? ("http" as const) : ("seed" as const),
+  /** Seeded chains: new messages per checkpoint round (1: the most segments per room, the slowest rebuild). */
+  seedBatch: num("seed-batch", 1),
   rebuildTargetPerSec: 100_000,
   // Rebalance: 3 nodes, N rooms / M messages, steady load on a subset, a 4th node joins, admin rebalance.
   rebRooms: num("reb-rooms", QUICK ? 1000 : 10_000),
@@ -976,6 +983,7 @@ async function runDurability(deadline: number): Promise<void> {
         readyTimeoutMs: cfg.readyTimeoutMs,
         rebuildTimeoutMs: 120_000,
         keepData: cfg.keepData,
+        seedBatch: cfg.bulkLoad === "seed" ? cfg.seedBatch : undefined,
       }),
       cfg.loadCapMs + 360_000,
       "durability rebuild",
@@ -1084,8 +1092,12 @@ function reportOps(out: string[]): void {
     if (b !== undefined) {
       out.push("");
       out.push(
-        `Durability (b), rebuild of a wiped node: 1-node cluster loaded with ${b.targetMessages} messages in ${b.rooms} rooms (parallel POST /api/rooms/:room/messages, ` +
-          `cap ${cfg.loadCapMs / 1000} s), admin checkpoint, SIGTERM, data dir deleted (objects kept), restart. Times from the spawn of the new process: ` +
+        `Durability (b), rebuild of a wiped node: 1-node cluster ` +
+          (b.seeded !== undefined
+            ? `whose object store was seeded with ${b.targetMessages} messages in ${b.rooms} rooms (chains as left by checkpoints of ${b.seeded.batch} message(s) per round: ` +
+              `${b.seeded.segments} segments), SIGTERM, `
+            : `loaded with ${b.targetMessages} messages in ${b.rooms} rooms (parallel POST /api/rooms/:room/messages, cap ${cfg.loadCapMs / 1000} s), admin checkpoint, SIGTERM, `) +
+          `data dir deleted (objects kept), restart. Times from the spawn of the new process: ` +
           `ready and "rebuild finished" from the node's log, gated=[] from polling GET /api/admin/status (= admin status --json) every 200 ms. ` +
           `restored/s = messages of the "rebuild finished" line / its time; acked/s = acked messages / the same time. Target: >= ${cfg.rebuildTargetPerSec} msg/s.`,
       );
