@@ -10,6 +10,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { Histogram } from "./hist.js";
 import { seedChains, seededMessage } from "./seed-chains.js";
+import { DirectoryObjectStore } from "../../shards/index.js";
+import { markCleanStop } from "../../node/clean-stop.js";
 import { freePorts, isAlive, log, sleep, stopChild, track, trackTempDir, untrackTempDir, waitHttpOk, withTimeout } from "./lib.js";
 import type {
   FailoverRes,
@@ -643,6 +645,9 @@ export interface RebalanceResult {
   loadSec: number;
   loadPerSec: number;
   loadStoppedByTime: boolean;
+  /** Set when the chains were seeded; rebuildSec: from the cluster's readiness to no room gated. */
+  seeded?: { batch: number; segments: number };
+  rebuildSec?: number;
   steadyRooms: number;
   steadyMembers: number;
   steadyRate: number;
@@ -675,6 +680,23 @@ export interface RebalanceResult {
   notes: string[];
 }
 
+/** Waits until no node of the cluster has a room gated for its rebuild (GET /api/admin/status). */
+async function waitRebuilt(urls: readonly string[], timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const gated = await Promise.all(
+      urls.map(async (url) => {
+        const r = await fetch(`${url}/api/admin/status`, { signal: AbortSignal.timeout(10000) }).catch(() => undefined);
+        const j = (await r?.json().catch(() => undefined)) as { nodes?: { gated?: string[] }[] } | undefined;
+        return j?.nodes?.reduce((n, x) => n + (x.gated?.length ?? 0), 0) ?? Infinity;
+      }),
+    );
+    if (gated.every((n) => n === 0)) return;
+    if (Date.now() > deadline) throw new Error(`rooms still gated after ${timeoutMs} ms: ${gated.join(", ")}`);
+    await sleep(500);
+  }
+}
+
 export async function runRebalance(o: {
   tag: string;
   rooms: number;
@@ -692,6 +714,8 @@ export async function runRebalance(o: {
   readyTimeoutMs: number;
   rebalanceTimeoutMs: number;
   keepData: boolean;
+  /** Seed the chains before the nodes start (see seed-chains.ts) instead of loading through HTTP. */
+  seedBatch?: number;
 }): Promise<RebalanceResult> {
   const res: RebalanceResult = {
     ok: false,
@@ -711,19 +735,39 @@ export async function runRebalance(o: {
   const nodes: NodeProc[] = [];
   let worker: OpsWorker | undefined;
   try {
+    const rooms = Array.from({ length: o.rooms }, (_, i) => `rl-${o.tag}-r${i}`.toLowerCase());
+    if (o.seedBatch !== undefined) {
+      // The chains exist before the cluster does: every node starts on an empty disk and rebuilds its share.
+      const perRoom = Math.floor(o.messages / rooms.length);
+      const seeded = await seedChains({ dir: path.join(root, "objects"), rooms, messagesPerRoom: perRoom, batch: o.seedBatch, textBytes: o.textBytes, node: "n1", epoch: 1 });
+      // As if the nodes had stopped cleanly: nothing acknowledged lies beyond the chains, no seqs to skip.
+      const objects = new DirectoryObjectStore(path.join(root, "objects"));
+      for (const id of ["n1", "n2", "n3"]) await markCleanStop(objects, id);
+      res.loaded = seeded.messages;
+      res.loadSec = seeded.ms / 1000;
+      res.loadPerSec = seeded.messages / res.loadSec;
+      res.seeded = { batch: o.seedBatch, segments: seeded.segments };
+      log(`${o.tag}: seeded ${seeded.messages} messages in ${seeded.segments} segments of ${rooms.length} rooms in ${res.loadSec.toFixed(1)} s`);
+    }
     nodes.push(...(await startCluster({ tag: o.tag, root, n: 3, args: [], readyTimeoutMs: o.readyTimeoutMs })));
     const urls = nodes.map((n) => n.url);
-    const rooms = Array.from({ length: o.rooms }, (_, i) => `rl-${o.tag}-r${i}`.toLowerCase());
-    const loaded = await bulkLoad({ tag: o.tag, urls, rooms, total: o.messages, procs: o.loadProcs, concurrency: o.concurrency, maxMs: o.loadMaxMs, textBytes: o.textBytes });
-    res.loaded = loaded.acked;
-    res.loadSec = loaded.ms / 1000;
-    res.loadPerSec = loaded.ratePerSec;
-    res.loadStoppedByTime = loaded.stoppedByTime;
-    if (loaded.stoppedByTime) res.notes.push(`load stopped by the ${(o.loadMaxMs / 1000).toFixed(0)} s cap at ${loaded.acked} of ${o.messages} messages`);
-    if (loaded.failed > 0) res.notes.push(`${loaded.failed} loads failed: ${JSON.stringify(loaded.errors)}`);
-    // Let the checkpointer catch up with the load before measuring the steady state.
-    const ck = await runAdmin(["checkpoint", "--node", urls[0]!, "--json"], 180000);
-    log(`${o.tag}: admin checkpoint after the load: ${ck.stdout.trim().slice(-200)} (${ck.ms.toFixed(0)} ms)`);
+    if (o.seedBatch !== undefined) {
+      const t = performance.now();
+      await waitRebuilt(urls, o.rebalanceTimeoutMs);
+      res.rebuildSec = (performance.now() - t) / 1000;
+      log(`${o.tag}: the 3 nodes rebuilt their rooms from the chains ${res.rebuildSec.toFixed(1)} s after ready`);
+    } else {
+      const loaded = await bulkLoad({ tag: o.tag, urls, rooms, total: o.messages, procs: o.loadProcs, concurrency: o.concurrency, maxMs: o.loadMaxMs, textBytes: o.textBytes });
+      res.loaded = loaded.acked;
+      res.loadSec = loaded.ms / 1000;
+      res.loadPerSec = loaded.ratePerSec;
+      res.loadStoppedByTime = loaded.stoppedByTime;
+      if (loaded.stoppedByTime) res.notes.push(`load stopped by the ${(o.loadMaxMs / 1000).toFixed(0)} s cap at ${loaded.acked} of ${o.messages} messages`);
+      if (loaded.failed > 0) res.notes.push(`${loaded.failed} loads failed: ${JSON.stringify(loaded.errors)}`);
+      // Let the checkpointer catch up with the load before measuring the steady state.
+      const ck = await runAdmin(["checkpoint", "--node", urls[0]!, "--json"], 180000);
+      log(`${o.tag}: admin checkpoint after the load: ${ck.stdout.trim().slice(-200)} (${ck.ms.toFixed(0)} ms)`);
+    }
 
     const steady = rooms.slice(0, o.steadyRooms);
     worker = new OpsWorker(`${o.tag}-steady`);

@@ -1014,6 +1014,7 @@ async function runRebalancePhase(): Promise<void> {
       readyTimeoutMs: cfg.readyTimeoutMs,
       rebalanceTimeoutMs: 240_000,
       keepData: cfg.keepData,
+        seedBatch: cfg.bulkLoad === "seed" ? cfg.seedBatch : undefined,
     }),
     cfg.loadCapMs + 420_000,
     "rebalance",
@@ -1131,7 +1132,11 @@ function reportOps(out: string[]): void {
   if (rb !== undefined) {
     out.push("");
     out.push(
-      `Rebalance: 3 nodes loaded with ${rb.targetMessages} messages in ${rb.rooms} rooms (reached ${rb.loaded} in ${fmt(rb.loadSec)} s), steady load ${rb.steadyRate} msg/s ` +
+      `Rebalance: 3 nodes ` +
+        (rb.seeded !== undefined
+          ? `started on an object store seeded with ${rb.loaded} messages in ${rb.rooms} rooms (${rb.seeded.segments} segments; rebuilt ${fmt(rb.rebuildSec)} s after ready), `
+          : `loaded with ${rb.targetMessages} messages in ${rb.rooms} rooms (reached ${rb.loaded} in ${fmt(rb.loadSec)} s), `) +
+        `steady load ${rb.steadyRate} msg/s ` +
         `on ${rb.steadyRooms} of them (rooms of ${rb.steadyMembers} socket.io clients on n1-n3, sends retried with the same id after an error), ` +
         `then n4 joins (--join) and \`fractal admin rebalance --json --max-concurrent ${cfg.rebMaxConcurrent}\` runs. Pause = per-room write pause from the command's result. ` +
         `Targets: pause p99 <= ${cfg.rebPauseTargetMs} ms, throughput during the move >= ${cfg.rebThroughputTarget * 100}% of steady.`,
