@@ -22,6 +22,8 @@ export interface NodeStatus {
   readonly rooms: RoomCheckpointStatus[];
   readonly gated: string[];
   readonly uptimeSeconds: number;
+  /** `local` or `replicated` (--durability). */
+  readonly durability: string;
 }
 
 export interface StatusQuery {
@@ -57,6 +59,7 @@ export interface LocalAdminDeps {
   readonly gated: () => string[];
   readonly checkpointLag: () => { rooms: number; seq: number; seconds: number };
   readonly roomsOwned: () => number;
+  readonly durability: string;
 }
 
 export class LocalAdmin implements AdminApi {
@@ -127,6 +130,7 @@ export class LocalAdmin implements AdminApi {
       rooms,
       gated: this.deps.gated(),
       uptimeSeconds: (Date.now() - this.started) / 1000,
+      durability: this.deps.durability,
     };
   }
 }

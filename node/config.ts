@@ -48,6 +48,10 @@ export const NODE_FLAGS = {
     default: "10000",
   },
   "lease-ttl": { help: "how long a node may go without renewing its lease before peers fail it over", default: "5s" },
+  durability: {
+    help: "local: ack after the owner's commit; replicated: ack once the room's next node on the ring holds it too",
+    default: "local",
+  },
   "log-level": { help: "pino log level: fatal, error, warn, info, debug, trace, silent", default: "info" },
 } as const satisfies Record<string, { help: string; default?: string }>;
 
@@ -76,6 +80,7 @@ const schema = z.object({
   "checkpoint-retention": duration,
   "checkpoint-backlog": positiveInt.max(100_000_000),
   "lease-ttl": duration.refine((ms) => ms >= 1000, "must be at least 1s"),
+  durability: z.enum(["local", "replicated"], "must be local or replicated"),
   "log-level": z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
 });
 
@@ -104,8 +109,12 @@ export interface NodeConfig {
   readonly checkpointConcurrency: number;
   readonly checkpointRetentionMs: number;
   readonly checkpointBacklog: number;
+  /** `local`: acks after the owner's commit; `replicated`: also after the room's replica holds it (DESIGN.md). */
+  readonly durability: Durability;
   readonly logLevel: string;
 }
+
+export type Durability = "local" | "replicated";
 
 export function envName(flag: string): string {
   return `FRACTAL_${flag.toUpperCase().replace(/-/g, "_")}`;
@@ -160,6 +169,7 @@ export function parseNodeConfig(flags: RawFlags, env: NodeJS.ProcessEnv = proces
     checkpointConcurrency: c["checkpoint-concurrency"],
     checkpointRetentionMs: c["checkpoint-retention"],
     checkpointBacklog: c["checkpoint-backlog"],
+    durability: c.durability,
     logLevel: c["log-level"],
   };
 }

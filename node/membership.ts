@@ -87,6 +87,19 @@ export class Membership {
     return this.historyTruncated ? { epoch: this.history[0]?.epoch ?? 0, from: undefined, to: this.ownerOf(room), uncertain: true } : undefined;
   }
 
+  /**
+   * The ring of map `epoch`, if this node saw that map (since it started, within the remembered changes).
+   * Maps it skipped (two changes between polls) are unknown: callers must not assume anything about them.
+   */
+  ringAt(epoch: number): Ring | undefined {
+    if (this.currentRing.epoch === epoch) return this.currentRing;
+    for (const t of this.history) {
+      if (t.previous.epoch === epoch) return t.previous;
+      if (t.next.epoch === epoch) return t.next;
+    }
+    return undefined;
+  }
+
   onChange(listener: MapListener): void {
     this.listeners.push(listener);
   }

@@ -15,6 +15,8 @@ export class NodeMetrics {
   readonly checkpointedMessages: Counter;
   readonly checkpointFailures: Counter;
   readonly checkpointLagSeconds: Histogram;
+  readonly replicationSeconds: Histogram;
+  readonly replicationFailures: Counter;
 
   constructor(
     node: string,
@@ -22,6 +24,8 @@ export class NodeMetrics {
       roomsOwned: () => number;
       roomsFollowed: () => number;
       checkpointLag: () => { rooms: number; seq: number; seconds: number };
+      /** Replicated durability: rooms owned here without a replica (acknowledged after the local commit). */
+      degradedRooms?: () => number;
     },
   ) {
     this.registry.setDefaultLabels({ node });
@@ -104,6 +108,27 @@ export class NodeMetrics {
       registers,
       collect() {
         this.set(probes.checkpointLag().seq);
+      },
+    });
+    this.replicationSeconds = new Histogram({
+      name: "fractal_replication_duration_seconds",
+      help: "Replicate calls to a room's replica (replicated durability), by outcome; an ack waits for one",
+      labelNames: ["outcome"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    });
+    this.replicationFailures = new Counter({
+      name: "fractal_replication_failures_total",
+      help: "Rooms whose waiting sends were refused (unavailable) because their replica did not confirm, by reason",
+      labelNames: ["reason"],
+      registers,
+    });
+    new Gauge({
+      name: "fractal_replication_degraded_rooms",
+      help: "Rooms owned here that have no replica (no other node in their region): acknowledged after the local commit only",
+      registers,
+      collect() {
+        this.set(probes.degradedRooms?.() ?? 0);
       },
     });
     this.clientErrors = new Counter({

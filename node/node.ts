@@ -17,6 +17,7 @@ import {
   RoomRebuilder,
   S3ObjectStore,
   ThreadedObjectStore,
+  SqliteReplicaStore,
   SqliteRoomStore,
   type ClusterMap,
   type ObjectStore,
@@ -39,6 +40,9 @@ import { markCleanStop, stoppedCleanly, takeCleanStop } from "./clean-stop.js";
 import { ClusterAdmin, LocalAdmin } from "./admin.js";
 import { createAdminApi } from "./admin-api.js";
 import { Rebalancer } from "./rebalance.js";
+import { Replicator } from "./replicator.js";
+import { ReplicaService } from "./replica-service.js";
+import { ReplicaFailover } from "./replica-failover.js";
 
 /** socket.io packets larger than this close the connection: a maximal message is ~16 KB of UTF-8. */
 const MAX_SOCKET_PACKET_BYTES = 256 * 1024;
@@ -122,19 +126,44 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
   );
   // Peers and clients can reach this node before it has listed the rooms it must rebuild: hold every room.
   rebuilder.holdUntilStarted();
-  const rooms = new OwnedRooms(store, (messages) => {
-    metrics.messagesCommitted.inc(messages.length);
-    metrics.commitBatchSize.observe(messages.length);
-    checkpointer.committed(messages);
-  });
+  const peers = new PeerPool(membership, config.forwardTimeoutMs, log);
+  // Replicated durability: this node ships its rooms' commits to their replicas before acknowledging them,
+  // and keeps the copies of the rooms it is the replica of, in the same SQLite file.
+  const replicaStore = config.durability === "replicated" ? new SqliteReplicaStore(store) : undefined;
+  const replicator: Replicator | undefined =
+    config.durability === "replicated"
+      ? new Replicator({
+          self: config.id,
+          membership,
+          store,
+          peers,
+          log,
+          // Within the forwarding deadline, so a refused send reaches its client as `unavailable`, not a timeout.
+          timeoutMs: Math.max(200, Math.floor(config.forwardTimeoutMs / 2)),
+          publish: (m): void => rooms.peek(m.room)?.committed(m),
+          needsTakeOver: (room): boolean => transfer.needsTakeOver(room) || rebuilder.isGated(room),
+          checkpointSoon: (room) => void checkpointer.flush([room], { force: true }).catch(() => undefined),
+          observe: (seconds, outcome) => metrics.replicationSeconds.observe({ outcome }, seconds),
+          failed: (n, reason) => metrics.replicationFailures.inc({ reason }, n),
+        })
+      : undefined;
+  const rooms: OwnedRooms = new OwnedRooms(
+    store,
+    (messages) => {
+      metrics.messagesCommitted.inc(messages.length);
+      metrics.commitBatchSize.observe(messages.length);
+      checkpointer.committed(messages);
+    },
+    replicator,
+  );
   const metrics = new NodeMetrics(config.id, {
     roomsOwned: () => store.roomCount(),
     roomsFollowed: () => gateway?.followedRooms ?? 0,
     checkpointLag: () => checkpointer.lag(),
+    degradedRooms: () => replicator?.degradedRooms() ?? 0,
   });
   const owner = new LocalOwner(config.id, membership, rooms, { rebuilder, chain, checkpointer }, config.forwardTimeoutMs, config.checkpointBacklog);
-  const peers = new PeerPool(membership, config.forwardTimeoutMs, log);
-  const transfer = new OwnershipTransfer({
+  const transfer: OwnershipTransfer = new OwnershipTransfer({
     self: config.id,
     membership,
     rooms,
@@ -145,10 +174,17 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     log,
     stoppedCleanly: (node) => stoppedCleanly(objects, node),
     backlog: config.checkpointBacklog,
+    replicas: replicaStore === undefined ? undefined : new ReplicaFailover({ self: config.id, membership, replicas: replicaStore, store, log }),
+    afterTakeOver: (room) => replicator?.forget(room),
   });
   owner.leaseValid = () => lease.valid;
   owner.settle = (room) => transfer.ensureSettled(room);
   owner.needsSettle = (room) => transfer.needsTakeOver(room);
+  if (replicator !== undefined) {
+    owner.replicaReady = (room, timeoutMs) => replicator.ready(room, timeoutMs);
+    owner.needsReplicaSync = (room) => replicator.needsSync(room);
+    owner.restored = (room) => replicator.forget(room, { reset: true });
+  }
   router = new Router(config.id, membership, owner, peers, log, (op, seconds, outcome) =>
     metrics.forwardSeconds.observe({ op, outcome }, seconds),
   );
@@ -164,6 +200,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     gated: () => rebuilder.gated().map((g) => `${g.room}: ${g.state}`),
     checkpointLag: () => checkpointer.lag(),
     roomsOwned: () => store.roomCount(),
+    durability: config.durability,
   });
   const clusterAdmin = new ClusterAdmin(membership, localAdmin, peers);
   const rebalancer = new Rebalancer(membership, mapStore, objects, (id) => (id === config.id ? localAdmin : peers.get(id)), () => chain.rooms());
@@ -171,6 +208,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     owner,
     transfer,
     admin: localAdmin,
+    replicas: new ReplicaService({ self: config.id, membership, store: replicaStore }),
     http,
     membership,
     log,
@@ -256,7 +294,11 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
   membership.onChange((map, previous) => {
     log.info({ epoch: map.epoch, from: previous.epoch, nodes: map.nodes.map((n) => `${n.id}:${n.state}`) }, "cluster map changed");
     void transfer.afterMapChange().then((r) => (r.lost > 0 || r.gained > 0) && log.info(r, "rooms moved after map change"));
+    // Every room's replica is (re)synced under the new epoch; rooms gained are synced after their takeover.
+    replicator?.resync();
   });
+  // After a restart the local copies may hold commits their replicas never confirmed: sync them now.
+  replicator?.resync();
   liveness.start();
   ready = true;
   log.info({ httpPort, grpcPort, dataDir: config.dataDir, objectStore: objects.location, epoch: membership.epoch, nodes: membership.map.nodes.length }, "node ready");
@@ -267,6 +309,9 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     owner.accepting = false;
     // 2. Sends already accepted get committed and acknowledged.
     await rooms.commits.drained();
+    // With replicated durability they are acknowledged once their replicas confirm (or refused at the deadline).
+    await replicator?.idle(STOP_GRACE_MS);
+    replicator?.close();
     liveness.stop();
     lease.stop();
     // 3. A final checkpoint of every dirty room, so a node stopped cleanly loses nothing even with its disk.

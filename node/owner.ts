@@ -30,6 +30,14 @@ export class LocalOwner implements OwnerApi, OwnerEvents {
   settle: (room: string) => Promise<void> = async () => {};
   /** Whether `settle` has work to do for the room. */
   needsSettle: (room: string) => boolean = () => false;
+  /**
+   * Replicated durability: resolves once the room's replica has confirmed the local copy (after a restart or a
+   * takeover nothing beyond the checkpoint may be shown before); `needsReplicaSync` says whether it must wait.
+   */
+  replicaReady: (room: string, timeoutMs: number) => Promise<void> = async () => {};
+  needsReplicaSync: (room: string) => boolean = () => false;
+  /** Called when a restore replaced the room's rows (its replica's copy is of another history now). */
+  restored: (room: string) => void = () => {};
 
   constructor(
     private readonly self: string,
@@ -89,7 +97,9 @@ export class LocalOwner implements OwnerApi, OwnerEvents {
 
   subscribe(caller: Caller, room: string, listener: RoomListener): void {
     this.checkOwner(room);
-    if (!this.durability.rebuilder.isGated(room) && !this.needsSettle(room)) return this.rooms.get(room).subscribe(caller.node, listener);
+    if (!this.durability.rebuilder.isGated(room) && !this.needsSettle(room) && !this.needsReplicaSync(room)) {
+      return this.rooms.get(room).subscribe(caller.node, listener);
+    }
     // A room being rebuilt answers its subscribers once it is complete (the head event comes then).
     this.owned(room).then(
       (actor) => actor.subscribe(caller.node, listener),
@@ -121,6 +131,7 @@ export class LocalOwner implements OwnerApi, OwnerEvents {
       if (err instanceof RoomUnavailableError) throw new FractalError("unavailable", err.message);
       throw err;
     }
+    await this.replicaReady(room, this.rebuildWaitMs);
     this.checkOwner(room);
     return this.rooms.get(room);
   }
@@ -165,6 +176,7 @@ export class LocalOwner implements OwnerApi, OwnerEvents {
         this.rooms.store.setCheckpoint(room, { seq: cut.manifest.head, version: cut.version, at: Date.now() });
       }
       checkpointer.forget(room);
+      this.restored(room);
       this.rooms.peek(room)?.reset();
       return result;
     });

@@ -12,7 +12,8 @@
  * - Hand off (old owner, asked by the new one): adopt the newer map, so every further write to the room is
  *   refused with wrong_owner; let in-flight sends commit; checkpoint the room completely. Nothing
  *   acknowledged is left behind. If the old owner is dead (failover), the chain is all there is: loss is
- *   bounded by the checkpoint interval.
+ *   bounded by the checkpoint interval — unless, with replicated durability, this node holds a trusted replica
+ *   copy of the room (node/replica-failover.ts): then nothing acknowledged is lost and no seq is skipped.
  */
 import { FractalError, restoreRoom, type CheckpointChain, type Checkpointer, type OwnedRooms, type RoomRebuilder, type StoredMessage } from "../shards/index.js";
 import type { Logger } from "./log.js";
@@ -58,6 +59,13 @@ export interface TransferDeps {
   readonly backlog: number;
   /** Whether a node's last stop was graceful with everything checkpointed (then nothing needs skipping). */
   readonly stoppedCleanly?: (node: string) => Promise<boolean>;
+  /**
+   * Replicated durability: continues a room from this node's replica copy after its owner died (the new head,
+   * or undefined when the copy cannot be trusted and the backlog must be skipped). See node/replica-failover.ts.
+   */
+  readonly replicas?: { continueFromCopy(room: string, dead: string, lostAt: number): Promise<number | undefined> };
+  /** Called when a takeover has replaced the room's local copy, before the room opens. */
+  readonly afterTakeOver?: (room: string) => void;
 }
 
 export interface TakeOverResult {
@@ -108,22 +116,32 @@ export class OwnershipTransfer {
       const handoffMs = performance.now() - asked;
       const handedOff = handoff !== undefined;
       let head = handoff?.tail !== undefined ? await this.appendTail(room, handoff) : await this.syncWithChain(room);
+      let fromCopy = false;
       const clean = from !== undefined && (await this.d.stoppedCleanly?.(from)) === true;
       // Even with no checkpoint at all (head 0): the dead owner may have acknowledged messages in the room's
       // first checkpoint interval. Starting after the backlog is the only way to be sure of no reuse.
       if (!handedOff && !clean && from !== undefined && from !== this.d.self) {
-        // No handoff: the previous owner may have acknowledged up to `backlog` seqs the chain does not have.
-        // Start after them; clients see the hole as a gap instead of two messages with one seq.
-        head += this.d.backlog;
-        await this.d.rooms.store.skipTo(room, head);
-        this.d.checkpointer.forget(room);
-        // Record the skip in the chain now, so the backlog bound counts from here (and survives us).
-        await this.d.checkpointer.flush([room], { force: true });
+        // Replicated durability: this node's replica copy may hold everything the dead owner acknowledged.
+        const continued = change === undefined ? undefined : await this.d.replicas?.continueFromCopy(room, from, change.epoch);
+        if (continued !== undefined) {
+          fromCopy = continued > head;
+          head = continued;
+        } else {
+          // No handoff: the previous owner may have acknowledged up to `backlog` seqs the chain does not have.
+          // Start after them; clients see the hole as a gap instead of two messages with one seq.
+          head += this.d.backlog;
+          await this.d.rooms.store.skipTo(room, head);
+          this.d.checkpointer.forget(room);
+          // Record the skip in the chain now, so the backlog bound counts from here (and survives us).
+          await this.d.checkpointer.flush([room], { force: true });
+        }
       }
       this.d.checkpointer.forget(room);
-      // A tail came from the old owner, not from the chain: this node checkpoints it next.
-      if (handoff?.tail !== undefined && handoff.tail.length > 0) this.d.checkpointer.markDirty(room);
+      // A tail came from the old owner (or the replica copy), not from the chain: this node checkpoints it next.
+      if ((handoff?.tail !== undefined && handoff.tail.length > 0) || fromCopy) this.d.checkpointer.markDirty(room);
       this.d.rooms.peek(room)?.reset();
+      // Before the room opens: whatever was released of the room before says nothing about this copy.
+      this.d.afterTakeOver?.(room);
       return { head, handoffMs, tail: handoff?.tail?.length };
     });
     this.settled.set(room, epoch);

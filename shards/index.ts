@@ -21,3 +21,15 @@ export type { CheckpointRecord, RoomHeads } from "./room-store.js";
 export { RoomRebuilder, RoomUnavailableError, type RebuildProgress } from "./room-rebuilder.js";
 export { ClusterMapStore, MapConflictError, MAP_KEY, parseClusterMap, encodeClusterMap, type VersionedMap } from "./cluster-map-store.js";
 export { LeaseKeeper, LeaseWatcher, leaseKey, type LeaseOptions } from "./leases.js";
+export {
+  decide as decideReplicaItem,
+  ReplicaStatus,
+  type ReplicaItem,
+  type ReplicaOutcome,
+  type ReplicaRecord,
+  type ReplicaStore,
+} from "./replica-store.js";
+export { MemoryReplicaStore } from "./replica-store-memory.js";
+export { SqliteReplicaStore } from "./replica-store-sqlite.js";
+export { replicaDistrust, replicaTrusted, type ReplicaTrustQuestion } from "./replica-trust.js";
+export type { MessageRelease } from "./message-release.js";

@@ -2,6 +2,7 @@
  * The rooms a node serves as owner: room actors created on first use over one store and one commit queue.
  */
 import { CommitQueue } from "./commit-queue.js";
+import type { MessageRelease } from "./message-release.js";
 import { Room } from "./room.js";
 import type { RoomStore, StoredMessage } from "./room-store.js";
 
@@ -12,10 +13,13 @@ export class OwnedRooms {
   constructor(
     readonly store: RoomStore,
     private readonly onCommitted: (messages: readonly StoredMessage[]) => void = () => {},
+    /** Replicated durability: publishing waits for the release (undefined: publish right after the commit). */
+    private readonly release?: MessageRelease,
   ) {
     this.commits = new CommitQueue(store, {
       committed: (messages) => {
-        for (const m of messages) this.rooms.get(m.room)?.committed(m);
+        if (this.release !== undefined) this.release.committed(messages);
+        else for (const m of messages) this.rooms.get(m.room)?.committed(m);
         this.onCommitted(messages);
       },
       failed: (messages) => {
@@ -26,7 +30,7 @@ export class OwnedRooms {
 
   get(room: string): Room {
     let actor = this.rooms.get(room);
-    if (actor === undefined) this.rooms.set(room, (actor = new Room(room, this.store, this.commits)));
+    if (actor === undefined) this.rooms.set(room, (actor = new Room(room, this.store, this.commits, this.release)));
     return actor;
   }
 

@@ -48,6 +48,17 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 ) WITHOUT ROWID;
 `;
 
+/** One SQL statement with positional parameters, for a companion's writes (see `companion`). */
+export type SqlStatement = readonly [sql: string, params: readonly (string | number | null)[]];
+
+/** A companion table set in the node's one SQLite file (the replica copy): reads here, writes on the writer thread. */
+export interface SqliteCompanion {
+  /** The read connection (WAL: reads never wait for the writer). */
+  readonly db: Database.Database;
+  /** Runs the statements in one transaction; resolves once it is durable (fsync), rejects if it rolled back. */
+  write(statements: readonly SqlStatement[]): Promise<void>;
+}
+
 interface MessageRow {
   room: string;
   seq: number;
@@ -64,6 +75,7 @@ export class SqliteRoomStore implements RoomStore {
   private readonly deleteTx: (room: string) => void;
   private readonly checkpointTx: (records: [string, CheckpointRecord][]) => void;
   private readonly pendingCheckpoints = new Map<string, CheckpointRecord>();
+  private readonly prepared = new Map<string, Database.Statement>();
 
   /** Set when the file was unreadable and was moved aside (its rooms are then rebuilt from checkpoints). */
   readonly setAside: string | undefined;
@@ -175,6 +187,36 @@ export class SqliteRoomStore implements RoomStore {
     if (this.writer === undefined) return Promise.resolve(this.append(messages));
     if (messages.length === 0) return Promise.resolve();
     return this.request({ op: "append", messages, bulk: options?.bulk === true });
+  }
+
+  /**
+   * A companion set of tables in the same file (the replica copy, shards/replica-store-sqlite.ts): its schema
+   * is created on this connection, which it reads through; its writes run in the writer thread like every
+   * other write here, in order with them (a second writing connection would wait on the file's lock with the
+   * event loop blocked).
+   */
+  companion(schema: string): SqliteCompanion {
+    this.db.exec(schema);
+    return {
+      db: this.db,
+      write: (statements) => {
+        if (this.writer !== undefined) return this.request({ op: "tx", statements });
+        try {
+          this.db.transaction(() => {
+            for (const [sql, params] of statements) this.statement(sql).run(...params);
+          })();
+          return Promise.resolve();
+        } catch (err) {
+          return Promise.reject(err);
+        }
+      },
+    };
+  }
+
+  private statement(sql: string): Database.Statement {
+    let s = this.prepared.get(sql);
+    if (s === undefined) this.prepared.set(sql, (s = this.db.prepare(sql)));
+    return s;
   }
 
   private request(msg: object): Promise<void> {

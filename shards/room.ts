@@ -7,6 +7,7 @@
  */
 import type { CommitQueue } from "./commit-queue.js";
 import { FractalError } from "./errors.js";
+import type { MessageRelease } from "./message-release.js";
 import type { RoomEvent, RoomListener } from "./room-event.js";
 import type { HistoryQuery, RoomStore, SendRecord, StoredMessage } from "./room-store.js";
 
@@ -32,6 +33,8 @@ export class Room {
     readonly id: string,
     private readonly store: RoomStore,
     private readonly commits: CommitQueue,
+    /** Replicated durability: messages are shown only once released (undefined: right after the commit). */
+    private readonly release?: MessageRelease,
   ) {
     this.assigned = store.head(id);
   }
@@ -41,9 +44,9 @@ export class Room {
     return this.assigned;
   }
 
-  /** Latest committed seq. */
+  /** Latest seq that may be shown (committed, and released when there is a release). */
   get head(): number {
-    return this.store.head(this.id);
+    return this.release !== undefined ? this.release.visibleHead(this.id) : this.store.head(this.id);
   }
 
   get subscriberCount(): number {
@@ -55,22 +58,31 @@ export class Room {
     const pending = this.inflight.get(key);
     if (pending !== undefined) return pending;
     const earlier = this.store.findSend(this.id, input.user, input.id);
-    if (earlier !== undefined) return Promise.resolve(earlier);
+    // A retry of a send that was committed but never acknowledged (its replica did not confirm it) waits for
+    // the release like the original did.
+    if (earlier !== undefined) return this.release === undefined ? Promise.resolve(earlier) : this.track(key, this.released(earlier));
 
     const seq = ++this.assigned;
-    const result = this.commits
-      .enqueue({ room: this.id, seq, id: input.id, user: input.user, text: input.text })
-      .then(
-        (m) => ({ seq: m.seq, ts: m.ts }),
-        (err: unknown) => {
-          throw new FractalError("unavailable", "the room could not commit the message; retry with the same id", {
-            cause: err,
-          });
-        },
-      )
-      .finally(() => this.inflight.delete(key));
-    this.inflight.set(key, result);
-    return result;
+    const committed = this.commits.enqueue({ room: this.id, seq, id: input.id, user: input.user, text: input.text }).then(
+      (m) => ({ seq: m.seq, ts: m.ts }),
+      (err: unknown) => {
+        throw new FractalError("unavailable", "the room could not commit the message; retry with the same id", {
+          cause: err,
+        });
+      },
+    );
+    return this.track(key, this.release === undefined ? committed : committed.then((r) => this.released(r)));
+  }
+
+  private track(key: string, result: Promise<SendRecord>): Promise<SendRecord> {
+    const tracked = result.finally(() => this.inflight.delete(key));
+    this.inflight.set(key, tracked);
+    return tracked;
+  }
+
+  private async released(record: SendRecord): Promise<SendRecord> {
+    await this.release!.released(this.id, record.seq);
+    return record;
   }
 
   /** Called by the commit queue's hook when a batch with this room's messages failed. */
@@ -83,8 +95,11 @@ export class Room {
     this.publish({ room: this.id, type: "message", message });
   }
 
+  /** Messages up to the head only: an unreleased message must not be seen before it is safe. */
   history(query: HistoryQuery): StoredMessage[] {
-    return this.store.history(this.id, query);
+    if (this.release === undefined) return this.store.history(this.id, query);
+    const below = this.head + 1;
+    return this.store.history(this.id, { ...query, before: Math.min(query.before ?? below, below) });
   }
 
   /** A user is present through `node`; returns the sorted member list. */

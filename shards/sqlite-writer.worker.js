@@ -35,6 +35,16 @@ const deleteRoom = db.transaction((room) => {
 const checkpoints = db.transaction((records) => {
   for (const [room, r] of records) setCheckpoint.run({ room, ...r });
 });
+// Companion tables (the replica copy) send their own statements: one transaction per request.
+const prepared = new Map();
+const statement = (sql) => {
+  let s = prepared.get(sql);
+  if (s === undefined) prepared.set(sql, (s = db.prepare(sql)));
+  return s;
+};
+const statements = db.transaction((list) => {
+  for (const [sql, params] of list) statement(sql).run(...params);
+});
 
 parentPort.on("message", (msg) => {
   try {
@@ -49,6 +59,7 @@ parentPort.on("message", (msg) => {
       }
     } else if (msg.op === "append") append(msg.messages);
     else if (msg.op === "checkpoints") checkpoints(msg.records);
+    else if (msg.op === "tx") statements(msg.statements);
     else if (msg.op === "delete") deleteRoom(msg.room);
     else if (msg.op === "skip") {
       if ((head.get(msg.room)?.head ?? 0) < msg.seq) setHead.run(msg.room, msg.seq);

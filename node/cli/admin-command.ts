@@ -62,6 +62,7 @@ interface NodeRow {
   lagMessages?: number;
   lagSeconds?: number;
   gated?: string[];
+  durability?: string;
   rooms?: { room: string; head: number; checkpointed: number; lagSeq: number; lagSeconds: number; lastCheckpointAt?: number }[];
 }
 
@@ -73,12 +74,12 @@ async function status(flags: CommonFlags & { rooms?: boolean; room?: string }): 
   const s = await adminJson<{ self: string; epoch: number; nodes: NodeRow[] }>(t, "GET", `/status?${q}`);
   if (flags.json) return print(s);
   let out = `cluster epoch ${s.epoch} (asked ${s.self})\n\n`;
-  const rows = [["NODE", "STATE", "UP", "CLIENTS", "ROOMS", "CKPT LAG (rooms/msgs/s)", "REBUILDING", "HTTP"]];
+  const rows = [["NODE", "STATE", "UP", "DURABILITY", "CLIENTS", "ROOMS", "CKPT LAG (rooms/msgs/s)", "REBUILDING", "HTTP"]];
   for (const n of s.nodes) {
     rows.push(
       n.reachable
-        ? [n.node, n.state, "yes", String(n.clients), String(n.roomsOwned), `${n.dirtyRooms}/${n.lagMessages}/${n.lagSeconds!.toFixed(1)}`, String(n.gated!.length), n.http ?? ""]
-        : [n.node, n.state, "NO", "-", "-", "-", "-", n.error ?? ""],
+        ? [n.node, n.state, "yes", n.durability || "local", String(n.clients), String(n.roomsOwned), `${n.dirtyRooms}/${n.lagMessages}/${n.lagSeconds!.toFixed(1)}`, String(n.gated!.length), n.http ?? ""]
+        : [n.node, n.state, "NO", "-", "-", "-", "-", "-", n.error ?? ""],
     );
   }
   out += table(rows);

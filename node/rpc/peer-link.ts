@@ -13,10 +13,11 @@ import {
   type SubscribeCommand,
 } from "../../proto/gen/fractal.js";
 import { FractalError, isErrorCode } from "../../shards/index.js";
-import type { CheckpointRoundResult, HistoryQuery, RestoreProgress, RestoreResult, RoomListener, SendRecord, StoredMessage } from "../../shards/index.js";
+import type { CheckpointRoundResult, HistoryQuery, ReplicaItem, RestoreProgress, RestoreResult, RoomListener, SendRecord, StoredMessage } from "../../shards/index.js";
 import type { AdminApi, NodeStatus, StatusQuery } from "../admin.js";
 import type { Logger } from "../log.js";
 import type { Caller, JoinResult, OwnerApi, OwnerEvents, RoomInfo } from "../room-api.js";
+import type { ReplicaAnswer, ReplicaPeer } from "../replicator.js";
 import type { CopyEnd, Handoff } from "../transfer.js";
 import { MAX_PEER_MESSAGE_BYTES } from "./server.js";
 import { fromServiceError } from "./status.js";
@@ -41,7 +42,7 @@ interface QueuedSend {
   readonly reject: (err: unknown) => void;
 }
 
-export class PeerLink implements OwnerApi, OwnerEvents, AdminApi {
+export class PeerLink implements OwnerApi, OwnerEvents, AdminApi, ReplicaPeer {
   private readonly client: PeerClient;
   private readonly rooms = new Map<string, RoomListener>();
   private sendQueue: QueuedSend[] = [];
@@ -167,6 +168,13 @@ export class PeerLink implements OwnerApi, OwnerEvents, AdminApi {
   async handoff(caller: Caller, room: string, copy: CopyEnd): Promise<Handoff> {
     const r = await this.call(this.client.handoff, { caller, room, ...copy });
     return { head: r.head, tail: r.tailSent ? r.tail.map((m) => ({ ...m, room })) : undefined, checkpointed: r.checkpointed };
+  }
+
+  /** Ships rooms' messages to this node as their replica (replicated durability); one answer per room. */
+  async replicate(caller: Caller, items: readonly ReplicaItem[], timeoutMs: number): Promise<ReplicaAnswer[]> {
+    const rooms = items.map((i) => ({ ...i, messages: i.messages.map((m) => ({ ...m, room: "" })) }));
+    const r = await this.call(this.client.replicate, { caller, rooms }, timeoutMs);
+    return r.rooms.map((a) => ({ status: a.status, head: a.head, message: a.errorMessage }));
   }
 
   async listRooms(caller: Caller): Promise<{ room: string; head: number }[]> {

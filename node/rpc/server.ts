@@ -13,6 +13,7 @@ import { checkRoomId, checkText, MAX_HISTORY_LIMIT, MAX_SEND_ID_LENGTH } from ".
 import type { Caller } from "../room-api.js";
 import type { AdminApi } from "../admin.js";
 import type { OwnershipTransfer } from "../transfer.js";
+import type { ReplicaService } from "../replica-service.js";
 import { toServiceError } from "./status.js";
 import { toWire } from "./wire.js";
 
@@ -20,6 +21,8 @@ export interface PeerServerDeps {
   readonly owner: LocalOwner;
   readonly transfer: OwnershipTransfer;
   readonly admin: AdminApi;
+  /** Keeps the replica copies of other owners' rooms (replicated durability). */
+  readonly replicas: ReplicaService;
   /** This node's HTTP base URL (told to peers in Ping). */
   readonly http: string;
   readonly membership: Membership;
@@ -157,6 +160,10 @@ export function peerImplementation(deps: PeerServerDeps): PeerServer {
       const room = checkRoomId(req.room);
       const r = await deps.transfer.handOff(caller(req.caller), room, { since: req.since, sinceId: req.sinceId, sinceTs: req.sinceTs });
       return { head: r.head, tailSent: r.tail !== undefined, tail: (r.tail ?? []).map((m) => ({ ...m, room: "" })), checkpointed: r.checkpointed ?? 0 };
+    }),
+    replicate: unary("replicate", async (req) => {
+      const answers = await deps.replicas.replicate(caller(req.caller), req.rooms);
+      return { rooms: answers.map((a) => ({ status: a.status, head: a.head, errorMessage: a.message, epoch: a.epoch })) };
     }),
     listRooms: unary("listRooms", async (req) => ({ rooms: await deps.admin.listRooms(caller(req.caller)) })),
     takeOver: (call) => {

@@ -36,6 +36,55 @@ export const protobufFileName = "fractal.proto";
  * with the Fractal error code in the "fractal-code" trailer (see node/rpc/status.ts).
  */
 
+export interface ReplicateRequest {
+  /** The owner, and the map epoch under which it owns the rooms and picked this node as their replica. */
+  caller: Caller | undefined;
+  rooms: ReplicaRoom[];
+}
+
+/** One room's part of a Replicate call. */
+export interface ReplicaRoom {
+  room: string;
+  /**
+   * The owner's checkpointed seq: everything up to it is in object storage, so the replica drops its rows up
+   * to it (its copy holds only what a failover could not read from the chain).
+   */
+  checkpointed: number;
+  /** The messages continue the owner's history after this seq. */
+  after: number;
+  /**
+   * Id and ts of the owner's message at `after`, so that a copy of another history (same seq, other message)
+   * is told apart. Empty id: no such message (checkpointed, skipped, or seq 0): not checked.
+   */
+  afterId: string;
+  afterTs: number;
+  /** Seqs after+1, after+2, ... without holes (room left empty). None: a sync. */
+  messages: ChatMessage[];
+  /** The replica's copy came from another history: drop it (above `checkpointed`) before applying. */
+  reset: boolean;
+}
+
+export interface ReplicateReply {
+  /** One result per room of the request, in the same order. */
+  rooms: ReplicaResult[];
+}
+
+export interface ReplicaResult {
+  /**
+   * "ok": the copy now ends at `head` (after + the messages) and is recorded current at the caller's epoch.
+   * "behind": the copy ends at `head`, before `after`: the owner sends from there.
+   * "ahead": the copy ends at `head`, past `after`.
+   * "diverged": the copy's message at `after` is another one: the owner sends again with reset.
+   * "stale": the copy was last brought in sync at a newer epoch (or by another owner at this one).
+   * Otherwise a Fractal error code for this room (wrong_owner, bad_request), with error_message.
+   */
+  status: string;
+  head: number;
+  errorMessage: string;
+  /** With wrong_owner or stale: the replica's map epoch. */
+  epoch: number;
+}
+
 export interface HandoffRequest {
   caller: Caller | undefined;
   room: string;
@@ -272,6 +321,8 @@ export interface NodeStatusReply {
   gated: string[];
   region: string;
   uptimeSeconds: number;
+  /** "local" or "replicated" (--durability). */
+  durability: string;
 }
 
 export interface RoomStatus {
@@ -331,6 +382,458 @@ export interface Presence {
   /** "join" or "leave". */
   event: string;
 }
+
+function createBaseReplicateRequest(): ReplicateRequest {
+  return { caller: undefined, rooms: [] };
+}
+
+export const ReplicateRequest: MessageFns<ReplicateRequest> = {
+  encode(message: ReplicateRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.caller !== undefined) {
+      Caller.encode(message.caller, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.rooms) {
+      ReplicaRoom.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplicateRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplicateRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.caller = Caller.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.rooms.push(ReplicaRoom.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReplicateRequest {
+    return {
+      caller: isSet(object.caller) ? Caller.fromJSON(object.caller) : undefined,
+      rooms: globalThis.Array.isArray(object?.rooms) ? object.rooms.map((e: any) => ReplicaRoom.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ReplicateRequest): unknown {
+    const obj: any = {};
+    if (message.caller !== undefined) {
+      obj.caller = Caller.toJSON(message.caller);
+    }
+    if (message.rooms?.length) {
+      obj.rooms = message.rooms.map((e) => ReplicaRoom.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReplicateRequest>, I>>(base?: I): ReplicateRequest {
+    return ReplicateRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReplicateRequest>, I>>(object: I): ReplicateRequest {
+    const message = createBaseReplicateRequest();
+    message.caller = (object.caller !== undefined && object.caller !== null)
+      ? Caller.fromPartial(object.caller)
+      : undefined;
+    message.rooms = object.rooms?.map((e) => ReplicaRoom.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseReplicaRoom(): ReplicaRoom {
+  return { room: "", checkpointed: 0, after: 0, afterId: "", afterTs: 0, messages: [], reset: false };
+}
+
+export const ReplicaRoom: MessageFns<ReplicaRoom> = {
+  encode(message: ReplicaRoom, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.room !== "") {
+      writer.uint32(10).string(message.room);
+    }
+    if (message.checkpointed !== 0) {
+      writer.uint32(16).uint64(message.checkpointed);
+    }
+    if (message.after !== 0) {
+      writer.uint32(24).uint64(message.after);
+    }
+    if (message.afterId !== "") {
+      writer.uint32(34).string(message.afterId);
+    }
+    if (message.afterTs !== 0) {
+      writer.uint32(40).uint64(message.afterTs);
+    }
+    for (const v of message.messages) {
+      ChatMessage.encode(v!, writer.uint32(50).fork()).join();
+    }
+    if (message.reset !== false) {
+      writer.uint32(56).bool(message.reset);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplicaRoom {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplicaRoom();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.room = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.checkpointed = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.after = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.afterId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.afterTs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.messages.push(ChatMessage.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.reset = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReplicaRoom {
+    return {
+      room: isSet(object.room) ? globalThis.String(object.room) : "",
+      checkpointed: isSet(object.checkpointed) ? globalThis.Number(object.checkpointed) : 0,
+      after: isSet(object.after) ? globalThis.Number(object.after) : 0,
+      afterId: isSet(object.afterId)
+        ? globalThis.String(object.afterId)
+        : isSet(object.after_id)
+        ? globalThis.String(object.after_id)
+        : "",
+      afterTs: isSet(object.afterTs)
+        ? globalThis.Number(object.afterTs)
+        : isSet(object.after_ts)
+        ? globalThis.Number(object.after_ts)
+        : 0,
+      messages: globalThis.Array.isArray(object?.messages)
+        ? object.messages.map((e: any) => ChatMessage.fromJSON(e))
+        : [],
+      reset: isSet(object.reset) ? globalThis.Boolean(object.reset) : false,
+    };
+  },
+
+  toJSON(message: ReplicaRoom): unknown {
+    const obj: any = {};
+    if (message.room !== "") {
+      obj.room = message.room;
+    }
+    if (message.checkpointed !== 0) {
+      obj.checkpointed = Math.round(message.checkpointed);
+    }
+    if (message.after !== 0) {
+      obj.after = Math.round(message.after);
+    }
+    if (message.afterId !== "") {
+      obj.afterId = message.afterId;
+    }
+    if (message.afterTs !== 0) {
+      obj.afterTs = Math.round(message.afterTs);
+    }
+    if (message.messages?.length) {
+      obj.messages = message.messages.map((e) => ChatMessage.toJSON(e));
+    }
+    if (message.reset !== false) {
+      obj.reset = message.reset;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReplicaRoom>, I>>(base?: I): ReplicaRoom {
+    return ReplicaRoom.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReplicaRoom>, I>>(object: I): ReplicaRoom {
+    const message = createBaseReplicaRoom();
+    message.room = object.room ?? "";
+    message.checkpointed = object.checkpointed ?? 0;
+    message.after = object.after ?? 0;
+    message.afterId = object.afterId ?? "";
+    message.afterTs = object.afterTs ?? 0;
+    message.messages = object.messages?.map((e) => ChatMessage.fromPartial(e)) || [];
+    message.reset = object.reset ?? false;
+    return message;
+  },
+};
+
+function createBaseReplicateReply(): ReplicateReply {
+  return { rooms: [] };
+}
+
+export const ReplicateReply: MessageFns<ReplicateReply> = {
+  encode(message: ReplicateReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.rooms) {
+      ReplicaResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplicateReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplicateReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.rooms.push(ReplicaResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReplicateReply {
+    return {
+      rooms: globalThis.Array.isArray(object?.rooms) ? object.rooms.map((e: any) => ReplicaResult.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ReplicateReply): unknown {
+    const obj: any = {};
+    if (message.rooms?.length) {
+      obj.rooms = message.rooms.map((e) => ReplicaResult.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReplicateReply>, I>>(base?: I): ReplicateReply {
+    return ReplicateReply.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReplicateReply>, I>>(object: I): ReplicateReply {
+    const message = createBaseReplicateReply();
+    message.rooms = object.rooms?.map((e) => ReplicaResult.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseReplicaResult(): ReplicaResult {
+  return { status: "", head: 0, errorMessage: "", epoch: 0 };
+}
+
+export const ReplicaResult: MessageFns<ReplicaResult> = {
+  encode(message: ReplicaResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.status !== "") {
+      writer.uint32(10).string(message.status);
+    }
+    if (message.head !== 0) {
+      writer.uint32(16).uint64(message.head);
+    }
+    if (message.errorMessage !== "") {
+      writer.uint32(26).string(message.errorMessage);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(32).uint64(message.epoch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplicaResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplicaResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.status = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.head = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.errorMessage = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReplicaResult {
+    return {
+      status: isSet(object.status) ? globalThis.String(object.status) : "",
+      head: isSet(object.head) ? globalThis.Number(object.head) : 0,
+      errorMessage: isSet(object.errorMessage)
+        ? globalThis.String(object.errorMessage)
+        : isSet(object.error_message)
+        ? globalThis.String(object.error_message)
+        : "",
+      epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
+    };
+  },
+
+  toJSON(message: ReplicaResult): unknown {
+    const obj: any = {};
+    if (message.status !== "") {
+      obj.status = message.status;
+    }
+    if (message.head !== 0) {
+      obj.head = Math.round(message.head);
+    }
+    if (message.errorMessage !== "") {
+      obj.errorMessage = message.errorMessage;
+    }
+    if (message.epoch !== 0) {
+      obj.epoch = Math.round(message.epoch);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReplicaResult>, I>>(base?: I): ReplicaResult {
+    return ReplicaResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReplicaResult>, I>>(object: I): ReplicaResult {
+    const message = createBaseReplicaResult();
+    message.status = object.status ?? "";
+    message.head = object.head ?? 0;
+    message.errorMessage = object.errorMessage ?? "";
+    message.epoch = object.epoch ?? 0;
+    return message;
+  },
+};
 
 function createBaseHandoffRequest(): HandoffRequest {
   return { caller: undefined, room: "", since: 0, sinceId: "", sinceTs: 0 };
@@ -3419,6 +3922,7 @@ function createBaseNodeStatusReply(): NodeStatusReply {
     gated: [],
     region: "",
     uptimeSeconds: 0,
+    durability: "",
   };
 }
 
@@ -3459,6 +3963,9 @@ export const NodeStatusReply: MessageFns<NodeStatusReply> = {
     }
     if (message.uptimeSeconds !== 0) {
       writer.uint32(97).double(message.uptimeSeconds);
+    }
+    if (message.durability !== "") {
+      writer.uint32(106).string(message.durability);
     }
     return writer;
   },
@@ -3572,6 +4079,14 @@ export const NodeStatusReply: MessageFns<NodeStatusReply> = {
             message.uptimeSeconds = reader.double();
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.durability = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3622,6 +4137,7 @@ export const NodeStatusReply: MessageFns<NodeStatusReply> = {
         : isSet(object.uptime_seconds)
         ? globalThis.Number(object.uptime_seconds)
         : 0,
+      durability: isSet(object.durability) ? globalThis.String(object.durability) : "",
     };
   },
 
@@ -3663,6 +4179,9 @@ export const NodeStatusReply: MessageFns<NodeStatusReply> = {
     if (message.uptimeSeconds !== 0) {
       obj.uptimeSeconds = floatToJson(message.uptimeSeconds);
     }
+    if (message.durability !== "") {
+      obj.durability = message.durability;
+    }
     return obj;
   },
 
@@ -3683,6 +4202,7 @@ export const NodeStatusReply: MessageFns<NodeStatusReply> = {
     message.gated = object.gated?.map((e) => e) || [];
     message.region = object.region ?? "";
     message.uptimeSeconds = object.uptimeSeconds ?? 0;
+    message.durability = object.durability ?? "";
     return message;
   },
 };
@@ -4579,6 +5099,23 @@ export const PeerService = {
     responseSerialize: (value: ListRoomsReply): Buffer => Buffer.from(ListRoomsReply.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListRoomsReply => ListRoomsReply.decode(value),
   },
+  /**
+   * Replicated durability (--durability replicated). Asked of a room's replica (the next node after the owner
+   * on the room's ring) by the owner, before it acknowledges a commit: keep these messages. One call per
+   * replica node carries the rooms of one or more group commits; a room without messages is a sync ("your
+   * copy should end at `after`"), which the owner sends after every map change so the replica can record that
+   * it is current at the new epoch. The replica accepts only data that continues its copy; otherwise it
+   * answers where its copy ends and the owner sends from there.
+   */
+  replicate: {
+    path: "/fractal.v1.Peer/Replicate" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReplicateRequest): Buffer => Buffer.from(ReplicateRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReplicateRequest => ReplicateRequest.decode(value),
+    responseSerialize: (value: ReplicateReply): Buffer => Buffer.from(ReplicateReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReplicateReply => ReplicateReply.decode(value),
+  },
 } as const;
 
 export interface PeerServer extends UntypedServiceImplementation {
@@ -4627,6 +5164,15 @@ export interface PeerServer extends UntypedServiceImplementation {
   takeOver: handleServerStreamingCall<TakeOverRequest, TakeOverProgress>;
   /** Rooms this node stores (for the rebalance planner), with their sizes. */
   listRooms: handleUnaryCall<ListRoomsRequest, ListRoomsReply>;
+  /**
+   * Replicated durability (--durability replicated). Asked of a room's replica (the next node after the owner
+   * on the room's ring) by the owner, before it acknowledges a commit: keep these messages. One call per
+   * replica node carries the rooms of one or more group commits; a room without messages is a sync ("your
+   * copy should end at `after`"), which the owner sends after every map change so the replica can record that
+   * it is current at the new epoch. The replica accepts only data that continues its copy; otherwise it
+   * answers where its copy ends and the owner sends from there.
+   */
+  replicate: handleUnaryCall<ReplicateRequest, ReplicateReply>;
 }
 
 export interface PeerClient extends Client {
@@ -4827,6 +5373,29 @@ export interface PeerClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListRoomsReply) => void,
+  ): ClientUnaryCall;
+  /**
+   * Replicated durability (--durability replicated). Asked of a room's replica (the next node after the owner
+   * on the room's ring) by the owner, before it acknowledges a commit: keep these messages. One call per
+   * replica node carries the rooms of one or more group commits; a room without messages is a sync ("your
+   * copy should end at `after`"), which the owner sends after every map change so the replica can record that
+   * it is current at the new epoch. The replica accepts only data that continues its copy; otherwise it
+   * answers where its copy ends and the owner sends from there.
+   */
+  replicate(
+    request: ReplicateRequest,
+    callback: (error: ServiceError | null, response: ReplicateReply) => void,
+  ): ClientUnaryCall;
+  replicate(
+    request: ReplicateRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReplicateReply) => void,
+  ): ClientUnaryCall;
+  replicate(
+    request: ReplicateRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReplicateReply) => void,
   ): ClientUnaryCall;
 }
 
