@@ -117,10 +117,10 @@ export class OwnershipTransfer {
       const handedOff = handoff !== undefined;
       let head = handoff?.tail !== undefined ? await this.appendTail(room, handoff) : await this.syncWithChain(room);
       let fromCopy = false;
-      const clean = from !== undefined && (await this.d.stoppedCleanly?.(from)) === true;
       // Even with no checkpoint at all (head 0): the dead owner may have acknowledged messages in the room's
-      // first checkpoint interval. Starting after the backlog is the only way to be sure of no reuse.
-      if (!handedOff && !clean && from !== undefined && from !== this.d.self) {
+      // first checkpoint interval. Starting after the backlog is the only way to be sure of no reuse. (The
+      // clean-stop marker is an object store read: asked only without a handoff, never inside a planned move's pause.)
+      if (!handedOff && from !== undefined && from !== this.d.self && (await this.d.stoppedCleanly?.(from)) !== true) {
         // Replicated durability: this node's replica copy may hold everything the dead owner acknowledged.
         const continued = change === undefined ? undefined : await this.d.replicas?.continueFromCopy(room, from, change.epoch);
         if (continued !== undefined) {

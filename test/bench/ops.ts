@@ -104,7 +104,10 @@ export interface NodeProc {
 export function spawnNode(o: { id: string; httpPort: number; grpcPort: number; root: string; tag: string; args: string[]; logSuffix?: string; env?: NodeJS.ProcessEnv }): NodeProc {
   const dataDir = path.join(o.root, o.id);
   const logFile = path.join(LOG_DIR, `${o.tag}-${o.id}${o.logSuffix ?? ""}.log`);
-  const args = [FRACTAL, "node", "--id", o.id, "--http-port", String(o.httpPort), "--grpc-port", String(o.grpcPort), "--data-dir", dataDir, ...o.args];
+  // BENCH_NODE_FLAGS: Node.js flags for the nodes of phases 3-5 (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof";
+  // Node refuses --cpu-prof in NODE_OPTIONS).
+  const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? "").split(/\s+/).filter((f) => f !== "");
+  const args = [...nodeFlags, FRACTAL, "node", "--id", o.id, "--http-port", String(o.httpPort), "--grpc-port", String(o.grpcPort), "--data-dir", dataDir, ...o.args];
   const spawnedAt = Date.now();
   const child = spawnLogged(`fractal-${o.tag}-${o.id}`, process.execPath, args, logFile, { env: { ...process.env, ...o.env } });
   return { id: o.id, httpPort: o.httpPort, grpcPort: o.grpcPort, url: `http://127.0.0.1:${o.httpPort}`, dataDir, child, logFile, spawnedAt };
