@@ -1,5 +1,16 @@
+variable "topology" {
+  description = "\"global\": one Fractal cluster across every region (one cluster map in the home region's bucket; a ring of regions, in each a ring of nodes). \"per-region\": one cluster per region, each with its own bucket."
+  type        = string
+  default     = "global"
+
+  validation {
+    condition     = contains(["global", "per-region"], var.topology)
+    error_message = "topology must be \"global\" or \"per-region\"."
+  }
+}
+
 variable "regions" {
-  description = "Regions to deploy, each its own Fractal cluster. Supported: us-east-1, us-west-2, eu-west-1, ap-southeast-1 (one aliased provider each; see README \"Adding a region\")."
+  description = "Regions to deploy. Supported: us-east-1, us-west-2, eu-west-1, ap-southeast-1 (one aliased provider each; see README \"Adding a region\")."
   type        = list(string)
   default     = ["us-east-1", "eu-west-1"]
 
@@ -11,6 +22,17 @@ variable "regions" {
   validation {
     condition     = alltrue([for r in var.regions : contains(["us-east-1", "us-west-2", "eu-west-1", "ap-southeast-1"], r)])
     error_message = "Supported regions: us-east-1, us-west-2, eu-west-1, ap-southeast-1 (add a provider alias and module blocks in main.tf for others)."
+  }
+}
+
+variable "home_region" {
+  description = "topology = \"global\": the region of the one bucket that holds the cluster map, the leases and every room's checkpoints (null = the first of regions). Ignored with topology = \"per-region\"."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = contains(var.regions, coalesce(var.home_region, var.regions[0]))
+    error_message = "home_region must be one of regions (or null for the first of them)."
   }
 }
 
@@ -80,13 +102,13 @@ variable "admin_token" {
 }
 
 variable "lease_ttl" {
-  description = "fractal node --lease-ttl: a node that has not renewed its lease this long is failed over."
+  description = "fractal node --lease-ttl: a node that has not renewed its lease this long is failed over. null = 10s with topology = \"global\" (renewals cross an ocean), 5s with topology = \"per-region\"."
   type        = string
-  default     = "5s"
+  default     = null
 
   validation {
-    condition     = can(regex("^[0-9]+(\\.[0-9]+)?(ms|s|m|h|d)?$", var.lease_ttl))
-    error_message = "lease_ttl must be a duration like 5s or 2500ms."
+    condition     = var.lease_ttl == null || can(regex("^[0-9]+(\\.[0-9]+)?(ms|s|m|h|d)?$", var.lease_ttl))
+    error_message = "lease_ttl must be a duration like 10s or 2500ms."
   }
 }
 
@@ -164,9 +186,14 @@ variable "certificate_arns" {
 }
 
 variable "cross_region_peering" {
-  description = "Peer every pair of deployed regions' VPCs (encrypted inter-region links, routes, gRPC allowed from the peer CIDRs)."
+  description = "Peer every pair of deployed regions' VPCs (encrypted inter-region links, routes, gRPC allowed from the peer CIDRs). Required by topology = \"global\" with more than one region: the nodes of different regions forward rooms to each other."
   type        = bool
   default     = true
+
+  validation {
+    condition     = var.cross_region_peering || var.topology == "per-region" || length(var.regions) == 1
+    error_message = "topology = \"global\" with several regions needs cross_region_peering: nodes of different regions talk gRPC over the peering."
+  }
 }
 
 variable "ssh_enabled" {
@@ -199,13 +226,13 @@ variable "ssm_enabled" {
 }
 
 variable "noncurrent_version_days" {
-  description = "Days noncurrent object versions are kept in the buckets (current objects never expire)."
+  description = "Days noncurrent object versions are kept in the bucket(s) (current objects never expire)."
   type        = number
   default     = 7
 }
 
 variable "force_destroy" {
-  description = "Allow terraform destroy to delete non-empty buckets. Set true (and apply) only right before destroying."
+  description = "Allow terraform destroy to delete the non-empty bucket(s). Set true (and apply) only right before destroying."
   type        = bool
   default     = false
 }

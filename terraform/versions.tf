@@ -1,5 +1,6 @@
 terraform {
-  required_version = ">= 1.6"
+  # 1.9: variable validations that refer to other variables (home_region, cross_region_peering).
+  required_version = ">= 1.9"
 
   required_providers {
     aws = {

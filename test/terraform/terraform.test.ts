@@ -7,7 +7,13 @@
  *   regions ↔ provider aliases ↔ module blocks, module arguments ↔ variables (a poor man's validate), the
  *   security groups (gRPC never open to the world, the client port only through the NLB, SSH only behind
  *   ssh_enabled), the bucket (versioning, SSE, public access block, no expiry of current objects), the IAM
- *   policy (only this bucket), and the systemd unit's flags against the security groups / target group.
+ *   policy (only the given bucket), and the systemd unit's flags against the security groups / target group.
+ * - The configuration EVALUATED offline (test/terraform/hcl.ts: module counts, arguments, locals, outputs,
+ *   resource arguments, validations, templatefile, with apply-time values as markers) for both topologies and
+ *   several region sets: with topology = "global" exactly one bucket exists, in the home region, and every
+ *   region's nodes get it (module argument, IAM policy, --object-store, AWS_REGION) with --region = their AWS
+ *   region; with "per-region" each region gets its own; gRPC stays closed to the world in both; the variable
+ *   validations reject what they must.
  * - The user data rendered exactly as an instance gets it: by Terraform itself (the cloud-init module has no
  *   providers, so `terraform apply` evaluates it offline) and by a small TS substitution of the templates;
  *   both must agree. Its scripts pass `bash -n`, its unit `systemd-analyze verify` (when available).
@@ -15,6 +21,10 @@
  *   S3 → a local directory, free ports, the node id / IP that fractal-instance-env would write), with the
  *   environment file the unit loads. The first seeds the cluster map, the second registers as joining, an
  *   admin rebalance with the token from the environment file activates it, and SIGTERM stops both with 0.
+ * - The global topology run for real: nodes of two regions started from their own regions' evaluated user
+ *   data, on one object store directory (standing in for the shared bucket): the first seeds the one cluster
+ *   map, the others (of both regions) join it with their regions, a rebalance activates them, rooms spread
+ *   over both regions, and move-room pins a room to the other region.
  */
 import { parse } from "@cdktf/hcl2json";
 import { expect } from "chai";
@@ -24,6 +34,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { type Body, type Instance, type ModuleLoader, type TfModule, deepEqual, isUnknown, loadModule, loadTree, rootInstance } from "./hcl.js";
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
 const TF_DIR = path.join(REPO, "terraform");
@@ -32,27 +43,12 @@ const TEMPLATES = path.join(REGION_DIR, "templates");
 const TERRAFORM = "/usr/local/bin/terraform";
 const FRACTAL_CLI = path.join(REPO, "node/bin/fractal.js");
 const TF_ENV = { ...process.env, TF_CLI_CONFIG_FILE: "/dev/null", TF_IN_AUTOMATION: "1", CHECKPOINT_DISABLE: "1" };
+/** A filesystem mirror holding hashicorp/aws, when this machine has one (`terraform init` cannot download it). */
+const AWS_PROVIDER_MIRROR = "/opt/tf-plugins";
 
 // ---------------------------------------------------------------------------------------------------------
-// HCL loading
+// HCL loading (test/terraform/hcl.ts parses and evaluates)
 // ---------------------------------------------------------------------------------------------------------
-
-/* eslint-disable @typescript-eslint/no-explicit-any */
-type Body = Record<string, any>;
-
-/** One Terraform module directory: its .tf files merged (hcl2json gives one JSON object per file). */
-interface TfModule {
-  dir: string;
-  files: Record<string, string>;
-  resource: Record<string, Record<string, Body>>;
-  data: Record<string, Record<string, Body>>;
-  module: Record<string, Body>;
-  variable: Record<string, Body>;
-  output: Record<string, Body>;
-  locals: Record<string, unknown>;
-  provider: Record<string, Body[]>;
-  terraform: Body[];
-}
 
 function tfFilesUnder(dir: string): string[] {
   const out: string[] = [];
@@ -63,33 +59,6 @@ function tfFilesUnder(dir: string): string[] {
     else if (entry.name.endsWith(".tf")) out.push(p);
   }
   return out;
-}
-
-async function loadModule(dir: string): Promise<TfModule> {
-  const m: TfModule = { dir, files: {}, resource: {}, data: {}, module: {}, variable: {}, output: {}, locals: {}, provider: {}, terraform: [] };
-  for (const file of readdirSync(dir).filter((f) => f.endsWith(".tf")).sort()) {
-    const src = readFileSync(path.join(dir, file), "utf8");
-    m.files[file] = src;
-    const j = (await parse(file, src)) as Body;
-    for (const kind of ["resource", "data"] as const) {
-      for (const [type, byName] of Object.entries((j[kind] ?? {}) as Record<string, Record<string, Body[]>>)) {
-        for (const [name, blocks] of Object.entries(byName)) {
-          expect(m[kind][type]?.[name], `${kind} ${type}.${name} declared twice in ${dir}`).to.equal(undefined);
-          (m[kind][type] ??= {})[name] = blocks[0]!;
-        }
-      }
-    }
-    for (const kind of ["module", "variable", "output"] as const) {
-      for (const [name, blocks] of Object.entries((j[kind] ?? {}) as Record<string, Body[]>)) {
-        expect(m[kind][name], `${kind} ${name} declared twice in ${dir}`).to.equal(undefined);
-        m[kind][name] = blocks[0]!;
-      }
-    }
-    for (const block of (j.locals ?? []) as Body[]) Object.assign(m.locals, block);
-    for (const [name, blocks] of Object.entries((j.provider ?? {}) as Record<string, Body[]>)) (m.provider[name] ??= []).push(...blocks);
-    m.terraform.push(...((j.terraform ?? []) as Body[]));
-  }
-  return m;
 }
 
 const resources = (m: TfModule, type: string): [string, Body][] => Object.entries(m.resource[type] ?? {});
@@ -264,22 +233,70 @@ function runCli(args: string[], env: NodeJS.ProcessEnv): { status: number | null
 const SUPPORTED = ["us-east-1", "us-west-2", "eu-west-1", "ap-southeast-1"];
 const alias = (region: string) => region.replace(/-/g, "_");
 const terraformPresent = existsSync(TERRAFORM);
+const MODULE_DIRS = ["", "modules/bucket", "modules/region", "modules/region/cloud-init", "modules/peering"].map((d) => path.join(TF_DIR, d));
+
+/** The required root variables (what a .tfvars or TF_VAR_ must give), for evaluations. */
+const REQUIRED = { fractal_source: "https://github.com/example-org/fractal-chat.git", fractal_version: "v0.1.0", admin_token: "test-admin-token-0123456789abcdefghij" };
+
+/** What `terraform plan` would read from data sources that matter for the evaluation: the region's AZs. */
+const knownAtPlan: NonNullable<ModuleLoader["known"]> = (instance, address, attr) =>
+  address.type === "aws_availability_zones" && attr === "names" ? ["a", "b", "c"].map((z) => `${instance.var.region as string}${z}`) : undefined;
+
+interface Deployed {
+  root: Instance;
+  /** Bucket module block name => its instances. */
+  buckets: Record<string, Instance[]>;
+  /** Deployed region => its region module instance. */
+  regions: Record<string, Instance>;
+}
+
+/** The root module evaluated with these variables: which bucket and region module instances exist. */
+function evaluate(tree: ModuleLoader, vars: Record<string, unknown>): Deployed {
+  const root = rootInstance(tree, TF_DIR, { ...REQUIRED, ...vars });
+  expect(root.failedValidations(), `validations of ${JSON.stringify(vars)}`).to.deep.equal([]);
+  const buckets: Record<string, Instance[]> = {};
+  const regions: Record<string, Instance> = {};
+  for (const name of Object.keys(root.mod.module)) {
+    const instances = root.moduleInstances(name).map((i) => i.instance);
+    if (name.startsWith("bucket_")) buckets[name] = instances;
+    if (name.startsWith("region_")) {
+      expect(instances.length, `${name} instances`).to.be.at.most(1);
+      for (const i of instances) regions[i.var.region as string] = i;
+    }
+  }
+  return { root, buckets, regions };
+}
+
+/** A region module instance's user data, as cloud-init gets it: files by path, and the unit's `fractal node` flags. */
+function userDataOf(region: Instance): { files: Record<string, { content: string; permissions: string; owner: string }>; runcmd: string[][]; unit: string; env: Record<string, string>; flags: Map<string, string> } {
+  const [cloudInit] = region.moduleInstances("cloud_init");
+  const text = cloudInit!.instance.output.user_data as string;
+  expect(text.startsWith("#cloud-config\n")).to.equal(true);
+  const ud = JSON.parse(text.slice("#cloud-config\n".length)) as { write_files: { path: string; content: string; permissions: string; owner: string }[]; runcmd: string[][] };
+  const files = Object.fromEntries(ud.write_files.map((f) => [f.path, f]));
+  const unit = files["/etc/systemd/system/fractal.service"]!.content;
+  return { files, runcmd: ud.runcmd, unit, env: parseEnvFile(files["/etc/fractal/fractal.env"]!.content), flags: flagsOf(execStart(unit)) };
+}
 
 describe("terraform deployment", function () {
   this.timeout(120_000);
 
   let root: TfModule;
+  let bucket: TfModule;
   let region: TfModule;
   let cloudInit: TfModule;
   let peering: TfModule;
   let example: TfModule;
+  let tree: ModuleLoader;
 
   before(async () => {
     root = await loadModule(TF_DIR);
+    bucket = await loadModule(path.join(TF_DIR, "modules/bucket"));
     region = await loadModule(REGION_DIR);
     cloudInit = await loadModule(path.join(REGION_DIR, "cloud-init"));
     peering = await loadModule(path.join(TF_DIR, "modules/peering"));
     example = await loadModule(path.join(TF_DIR, "examples/two-regions"));
+    tree = { ...(await loadTree(TF_DIR, MODULE_DIRS)), known: knownAtPlan };
   });
 
   it("is formatted: terraform fmt -check -recursive terraform/", function () {
@@ -293,17 +310,19 @@ describe("terraform deployment", function () {
     for (const f of files) await parse(path.basename(f), readFileSync(f, "utf8"));
     for (const f of ["main.tf", "variables.tf", "outputs.tf", "versions.tf", "README.md"]) expect(existsSync(path.join(TF_DIR, f)), f).to.equal(true);
     const versions = root.terraform.find((t) => t.required_providers !== undefined)!;
-    expect(versions.required_version).to.match(/^>= 1\.[6-9]/);
+    expect(versions.required_version, "validations that refer to other variables need 1.9").to.match(/^>= 1\.(9|1[0-9])/);
     expect(versions.required_providers[0].aws.source).to.equal("hashicorp/aws");
     expect(versions.required_providers[0].aws.version).to.match(/^~> 5\./);
-    for (const name of ["regions", "nodes_per_region", "instance_type", "fractal_source", "fractal_version", "ssh_enabled", "ssh_cidr", "admin_token", "lease_ttl", "checkpoint_interval", "project", "tags", "vpc_cidr_base"]) {
+    for (const name of ["topology", "regions", "home_region", "nodes_per_region", "instance_type", "fractal_source", "fractal_version", "ssh_enabled", "ssh_cidr", "admin_token", "lease_ttl", "checkpoint_interval", "project", "tags", "vpc_cidr_base"]) {
       expect(root.variable, `root variable ${name}`).to.have.property(name);
     }
     expect(variableDefault(root, "nodes_per_region")).to.equal(3);
     expect(variableDefault(root, "ssh_enabled")).to.equal(false);
     expect(root.variable.admin_token!.sensitive).to.equal(true);
     expect(root.variable.admin_token!.default, "the admin token has no default").to.equal(undefined);
-    for (const name of ["client_urls", "bucket_names"]) expect(root.output, `root output ${name}`).to.have.property(name);
+    expect(variableDefault(root, "topology"), "the fractal shape is the default").to.equal("global");
+    expect(variableDefault(root, "home_region")).to.equal(null);
+    for (const name of ["client_urls", "bucket_names", "buckets", "home_region", "topology", "object_stores", "rebalance_commands"]) expect(root.output, `root output ${name}`).to.have.property(name);
   });
 
   it("gives every region of the default and example `regions` a region module with its own provider", () => {
@@ -333,14 +352,23 @@ describe("terraform deployment", function () {
       expect(mod!.providers).to.deep.equal({ aws: `\${aws.${alias(r)}}` });
       expect(mod!.vpc_cidr).to.equal(`\${local.vpc_cidrs["${r}"]}`);
       expect(mod!.peer_cidrs).to.equal(`\${local.peer_cidrs["${r}"]}`);
+      const b = root.module[`bucket_${alias(r)}`];
+      expect(b, `module bucket_${alias(r)}`).to.not.equal(undefined);
+      expect(b!.source).to.equal("./modules/bucket");
+      expect(b!.region).to.equal(r);
+      expect(b!.providers, "a region's bucket is created with that region's provider").to.deep.equal({ aws: `\${aws.${alias(r)}}` });
     }
+    expect(Object.keys(root.module).filter((k) => k.startsWith("bucket_")).sort()).to.deep.equal(SUPPORTED.map((r) => `bucket_${alias(r)}`).sort());
     for (const r of wanted) expect(SUPPORTED, `${r} (default/example) is supported`).to.include(r);
     // Every other argument is passed identically to every region.
-    const common = (m: Body) => Object.fromEntries(Object.entries(m).filter(([k]) => !["count", "providers", "region", "vpc_cidr", "peer_cidrs", "certificate_arn"].includes(k)));
-    const first = common(root.module[`region_${alias(SUPPORTED[0]!)}`]!);
-    for (const r of SUPPORTED) expect(common(root.module[`region_${alias(r)}`]!), `region_${alias(r)} arguments`).to.deep.equal(first);
-    // The outputs cover every region module.
+    for (const kind of ["region", "bucket"]) {
+      const common = (m: Body) => Object.fromEntries(Object.entries(m).filter(([k]) => !["count", "providers", "region", "vpc_cidr", "peer_cidrs", "certificate_arn", "bucket"].includes(k)));
+      const first = common(root.module[`${kind}_${alias(SUPPORTED[0]!)}`]!);
+      for (const r of SUPPORTED) expect(common(root.module[`${kind}_${alias(r)}`]!), `${kind}_${alias(r)} arguments`).to.deep.equal(first);
+    }
+    // The outputs and the bucket map cover every module block.
     for (const r of SUPPORTED) expect(root.files["outputs.tf"]).to.include(`module.region_${alias(r)}`);
+    for (const r of SUPPORTED) expect(String(root.locals.buckets)).to.include(`module.bucket_${alias(r)}`);
   });
 
   it("peers every pair of supported regions with the two regions' providers", () => {
@@ -371,11 +399,11 @@ describe("terraform deployment", function () {
         if (!("default" in body)) expect(args, `${name}: required variable ${v} of ${callee.dir} is passed`).to.include(v);
       }
     };
-    for (const name of Object.keys(root.module)) check(root, name, name.startsWith("region_") ? region : peering);
+    for (const name of Object.keys(root.module)) check(root, name, name.startsWith("region_") ? region : name.startsWith("bucket_") ? bucket : peering);
     check(region, "cloud_init", cloudInit);
     check(example, "fractal", root);
     // var.x, local.x, module.x references resolve within each module.
-    for (const m of [root, region, cloudInit, peering, example]) {
+    for (const m of [root, bucket, region, cloudInit, peering, example]) {
       const text = Object.values(m.files).join("\n").replace(/#.*$/gm, "");
       for (const [, v] of text.matchAll(/\bvar\.([a-z_0-9]+)/g)) expect(m.variable, `var.${v} in ${m.dir}`).to.have.property(v!);
       for (const [, l] of text.matchAll(/\blocal\.([a-z_0-9]+)/g)) expect(m.locals, `local.${l} in ${m.dir}`).to.have.property(l!);
@@ -394,7 +422,7 @@ describe("terraform deployment", function () {
     const grpcPort = () => resolveLocal(region, "${local.grpc_port}") as number;
 
     it("has every rule as a separate aws_vpc_security_group_*_rule (so the checks below see them all)", () => {
-      for (const m of [root, region, peering]) {
+      for (const m of [root, bucket, region, peering]) {
         expect(m.resource.aws_security_group_rule, `aws_security_group_rule in ${m.dir}`).to.equal(undefined);
         for (const [name, sg] of resources(m, "aws_security_group")) {
           expect(sg.ingress, `inline ingress in aws_security_group.${name}`).to.equal(undefined);
@@ -479,21 +507,65 @@ describe("terraform deployment", function () {
   });
 
   describe("object store bucket and IAM", () => {
+    it("creates buckets only in modules/bucket (one bucket per instance of it)", () => {
+      for (const m of [root, region, cloudInit, peering]) {
+        expect(Object.keys(m.resource).filter((t) => t.startsWith("aws_s3_bucket")), `bucket resources in ${m.dir}`).to.deep.equal([]);
+      }
+      expect(Object.keys(bucket.resource.aws_s3_bucket!)).to.deep.equal(["objects"]);
+      expect(bucket.resource.aws_s3_bucket!.objects!.count ?? bucket.resource.aws_s3_bucket!.objects!.for_each, "one bucket per module instance").to.equal(undefined);
+      // Every bucket setting is a separate resource of the same bucket.
+      for (const [type, byName] of Object.entries(bucket.resource)) {
+        if (type === "aws_s3_bucket") continue;
+        for (const [name, r] of Object.entries(byName)) expect(r.bucket, `${type}.${name}`).to.equal("${aws_s3_bucket.objects.id}");
+      }
+      expect(Object.keys(bucket.resource).sort()).to.deep.equal(
+        [
+          "aws_s3_bucket",
+          "aws_s3_bucket_lifecycle_configuration",
+          "aws_s3_bucket_ownership_controls",
+          "aws_s3_bucket_policy",
+          "aws_s3_bucket_public_access_block",
+          "aws_s3_bucket_server_side_encryption_configuration",
+          "aws_s3_bucket_versioning",
+        ].sort(),
+      );
+    });
+
+    it("moves the buckets that modules/region used to create into modules/bucket (per-region deployments keep them)", () => {
+      const moves = root.moved.map((m) => [expr(m.from), expr(m.to)]);
+      const wanted = SUPPORTED.flatMap((r) =>
+        Object.keys(bucket.resource).map((type) => [`module.region_${alias(r)}[0].${type}.objects`, `module.bucket_${alias(r)}[0].${type}.objects`]),
+      );
+      expect(moves).to.have.deep.members(wanted);
+      expect(moves).to.have.length(wanted.length);
+    });
+
+    it("owner-enforces the bucket, allows only TLS, and names it after the project and region", () => {
+      expect(bucket.resource.aws_s3_bucket_ownership_controls!.objects!.rule[0].object_ownership).to.equal("BucketOwnerEnforced");
+      const policy = bucket.resource.aws_s3_bucket_policy!.objects!;
+      expect(policy.policy).to.equal("${data.aws_iam_policy_document.tls_only.json}");
+      const deny = (bucket.data.aws_iam_policy_document!.tls_only!.statement as Body[])[0]!;
+      expect(deny).to.deep.include({ effect: "Deny", actions: ["s3:*"], resources: ["${aws_s3_bucket.objects.arn}", "${aws_s3_bucket.objects.arn}/*"] });
+      expect(deny.condition[0]).to.deep.include({ test: "Bool", variable: "aws:SecureTransport", values: ["false"] });
+      expect(bucket.resource.aws_s3_bucket!.objects!.bucket_prefix).to.equal("${local.name}-");
+      expect(bucket.locals.name).to.equal("${var.project}-${var.region}");
+      expect(bucket.resource.aws_s3_bucket!.objects!.force_destroy).to.equal("${var.force_destroy}");
+    });
+
     it("versions, encrypts and blocks public access to the bucket", () => {
       const bucketRef = "${aws_s3_bucket.objects.id}";
-      expect(Object.keys(region.resource.aws_s3_bucket!)).to.deep.equal(["objects"]);
-      const versioning = region.resource.aws_s3_bucket_versioning!.objects!;
+      const versioning = bucket.resource.aws_s3_bucket_versioning!.objects!;
       expect(versioning.bucket).to.equal(bucketRef);
       expect(versioning.versioning_configuration[0].status).to.equal("Enabled");
-      const sse = region.resource.aws_s3_bucket_server_side_encryption_configuration!.objects!;
+      const sse = bucket.resource.aws_s3_bucket_server_side_encryption_configuration!.objects!;
       expect(sse.bucket).to.equal(bucketRef);
       expect(["AES256", "aws:kms", "aws:kms:dsse"]).to.include(sse.rule[0].apply_server_side_encryption_by_default[0].sse_algorithm);
-      const pab = region.resource.aws_s3_bucket_public_access_block!.objects!;
+      const pab = bucket.resource.aws_s3_bucket_public_access_block!.objects!;
       expect(pab).to.deep.include({ bucket: bucketRef, block_public_acls: true, block_public_policy: true, ignore_public_acls: true, restrict_public_buckets: true });
     });
 
     it("expires only noncurrent versions (segments are referenced by manifests)", () => {
-      const lifecycle = region.resource.aws_s3_bucket_lifecycle_configuration!.objects!;
+      const lifecycle = bucket.resource.aws_s3_bucket_lifecycle_configuration!.objects!;
       expect(lifecycle.bucket).to.equal("${aws_s3_bucket.objects.id}");
       for (const rule of lifecycle.rule as Body[]) {
         expect(rule.noncurrent_version_expiration, "noncurrent versions expire").to.not.equal(undefined);
@@ -505,12 +577,13 @@ describe("terraform deployment", function () {
         expect(rule.transition, "no transitions").to.equal(undefined);
         expect(JSON.stringify(rule.filter ?? []), "the rule is not aimed at segments/").to.not.include("segments");
       }
-      expect(JSON.stringify(region.resource)).to.not.match(/"days":\s*\d/);
+      expect(JSON.stringify(bucket.resource)).to.not.match(/"days":\s*\d/);
+      expect(lifecycle.rule[0].noncurrent_version_expiration[0].noncurrent_days).to.equal("${var.noncurrent_version_days}");
     });
 
-    it("lets the nodes' role touch only this bucket and its objects, with the object store's actions", () => {
+    it("lets the nodes' role touch only the bucket it is given and its objects, with the object store's actions", () => {
       const doc = region.data.aws_iam_policy_document!.objects!;
-      const allowedResources = ["${aws_s3_bucket.objects.arn}", "${aws_s3_bucket.objects.arn}/*"];
+      const allowedResources = ["${var.bucket.arn}", "${var.bucket.arn}/*"];
       const allowedActions = ["s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"];
       const actions = new Set<string>();
       for (const s of doc.statement as Body[]) {
@@ -540,6 +613,219 @@ describe("terraform deployment", function () {
     });
   });
 
+  describe("topology: one cluster across the regions (global, the default) or one per region", () => {
+    type BucketOut = { name: string; arn: string; region: string };
+    const GRPC = 9080;
+
+    /** Every bucket module instance of a deployment, with its bucket. */
+    const bucketsOf = (d: Deployed) => Object.values(d.buckets).flat().map((i) => ({ region: i.var.region as string, bucket: i.output.bucket as BucketOut }));
+
+    /** The IAM policy of a region's nodes: [actions, resources] per statement, evaluated. */
+    const policyOf = (r: Instance) =>
+      (r.mod.data.aws_iam_policy_document!.objects!.statement as Body[]).map((st) => ({ actions: r.evalValue(st.actions) as string[], resources: r.evalValue(st.resources) as string[] }));
+
+    /** Every gRPC ingress / egress rule instance of a region's node security group, evaluated. */
+    function grpcRules(r: Instance): { name: string; dir: "ingress" | "egress"; cidr: unknown; sg: unknown }[] {
+      const out: { name: string; dir: "ingress" | "egress"; cidr: unknown; sg: unknown }[] = [];
+      for (const dir of ["ingress", "egress"] as const) {
+        for (const [name, body] of Object.entries(r.mod.resource[`aws_vpc_security_group_${dir}_rule`] ?? {})) {
+          for (const { scope } of r.expand(body, name)) {
+            const protocol = r.evalValue(body.ip_protocol, scope);
+            const from = r.evalValue(body.from_port ?? 0, scope) as number;
+            const to = r.evalValue(body.to_port ?? 65535, scope) as number;
+            if (protocol !== "-1" && (from > GRPC || to < GRPC)) continue;
+            expect(body.cidr_ipv6, `${name}: no IPv6 rule`).to.equal(undefined);
+            expect(body.prefix_list_id, `${name}: no prefix list`).to.equal(undefined);
+            out.push({ name, dir, cidr: body.cidr_ipv4 === undefined ? undefined : r.evalValue(body.cidr_ipv4, scope), sg: body.referenced_security_group_id });
+          }
+        }
+      }
+      return out;
+    }
+
+    /** What every deployment must satisfy, whatever the topology. */
+    function commonChecks(d: Deployed, regions: string[]) {
+      expect(Object.keys(d.regions).sort(), "deployed regions").to.deep.equal([...regions].sort());
+      const vpcCidrs = d.root.local.vpc_cidrs as Record<string, string>;
+      for (const [r, inst] of Object.entries(d.regions)) {
+        const others = regions.filter((o) => o !== r).map((o) => vpcCidrs[o]!);
+        // gRPC: only the node group itself and the other deployed regions' VPCs (over the peering), never the world.
+        const rules = grpcRules(inst);
+        for (const rule of rules) {
+          expect(rule.cidr, `${r} ${rule.name}`).to.not.equal("0.0.0.0/0");
+          if (rule.cidr === undefined) expect(rule.sg, `${r} ${rule.name}`).to.equal("${aws_security_group.node.id}");
+          else expect(others, `${r} ${rule.name}: ${String(rule.cidr)} is another region's VPC`).to.include(rule.cidr);
+        }
+        for (const dir of ["ingress", "egress"] as const) {
+          const cidrs = rules.filter((x) => x.dir === dir && x.cidr !== undefined).map((x) => x.cidr);
+          expect(cidrs, `${r} gRPC ${dir}: every other region's VPC`).to.have.members(others);
+        }
+        // The nodes: stable ids <region>-n<i>, tagged so the instance learns its id.
+        const body = inst.mod.resource.aws_instance!.node!;
+        const nodes = inst.expand(body, "aws_instance.node");
+        expect(nodes.map((n) => n.key)).to.deep.equal(Array.from({ length: 3 }, (_, i) => `${r}-n${i + 1}`).sort());
+        for (const n of nodes) expect((inst.evalValue(body.tags, n.scope) as Record<string, string>).FractalNodeId).to.equal(n.key);
+      }
+      // Every pair of deployed regions is peered, no other pair.
+      for (const name of Object.keys(d.root.mod.module).filter((k) => k.startsWith("peering_"))) {
+        const [a, b] = name.slice("peering_".length).split("__").map((x) => SUPPORTED.find((r) => alias(r) === x)!);
+        expect(d.root.moduleInstances(name).length, name).to.equal(regions.includes(a!) && regions.includes(b!) ? 1 : 0);
+      }
+    }
+
+    const GLOBAL: { name: string; vars: Record<string, unknown>; regions: string[]; home: string }[] = [
+      { name: "the defaults", vars: {}, regions: ["us-east-1", "eu-west-1"], home: "us-east-1" },
+      { name: "three regions, home eu-west-1", vars: { regions: ["us-east-1", "eu-west-1", "ap-southeast-1"], home_region: "eu-west-1" }, regions: ["us-east-1", "eu-west-1", "ap-southeast-1"], home: "eu-west-1" },
+      { name: "every supported region, home ap-southeast-1", vars: { regions: SUPPORTED, home_region: "ap-southeast-1" }, regions: SUPPORTED, home: "ap-southeast-1" },
+      { name: "one region", vars: { regions: ["us-west-2"] }, regions: ["us-west-2"], home: "us-west-2" },
+    ];
+
+    for (const c of GLOBAL) {
+      it(`global, ${c.name}: one bucket, in ${c.home}, that every region's nodes use with --region = their AWS region`, () => {
+        const d = evaluate(tree, { topology: "global", ...c.vars });
+        commonChecks(d, c.regions);
+        const buckets = bucketsOf(d);
+        expect(buckets.map((b) => b.region), "exactly one bucket, in the home region").to.deep.equal([c.home]);
+        const shared = buckets[0]!.bucket;
+        expect(shared.region).to.equal(c.home);
+        expect(isUnknown(shared.name) && isUnknown(shared.arn), "name and ARN come from the bucket resource").to.equal(true);
+        expect(d.root.output.topology).to.equal("global");
+        expect(d.root.output.home_region).to.equal(c.home);
+        expect(d.root.output.buckets, "the one shared bucket").to.deep.equal({ [c.home]: shared.name });
+        for (const [r, inst] of Object.entries(d.regions)) {
+          expect(inst.var.bucket, `${r} gets the shared bucket`).to.deep.equal(shared);
+          // The IAM policy names that bucket and its objects, nothing else.
+          const policy = policyOf(inst);
+          expect(policy.flatMap((st) => st.resources).sort()).to.deep.equal([shared.arn, `${shared.arn}/*`].sort());
+          for (const st of policy) expect(st.resources).to.deep.equal(st.actions.includes("s3:ListBucket") ? [shared.arn] : [`${shared.arn}/*`]);
+          // The node: its own region on the ring of regions, the shared object store, the bucket's region for S3.
+          const ud = userDataOf(inst);
+          expect(ud.flags.get("--region"), `${r} --region`).to.equal(r);
+          expect(ud.flags.get("--object-store"), `${r} --object-store`).to.equal(`s3://${shared.name}/fractal`);
+          expect(ud.env.AWS_REGION, `${r} AWS_REGION (the bucket's region)`).to.equal(c.home);
+          expect(ud.flags.get("--lease-ttl"), "a longer lease when renewals cross regions").to.equal("10s");
+          expect(ud.flags.get("--peers"), "discovery through the shared map, no addresses written by hand").to.equal(`\${FRACTAL_INSTANCE_NODE_ID}=\${FRACTAL_INSTANCE_PRIVATE_IP}:${GRPC}`);
+          expect(ud.unit).to.match(new RegExp(`^Description=Fractal Chat node \\(region ${r}\\)$`, "m"));
+        }
+        for (const out of ["bucket_names", "object_stores"]) {
+          const values = Object.values(d.root.output[out] as Record<string, string>);
+          expect(values, out).to.have.length(c.regions.length);
+          expect(new Set(values).size, `${out}: the same for every region`).to.equal(1);
+        }
+        expect(Object.keys(d.root.output.rebalance_commands as object), "one rebalance for the one cluster").to.deep.equal([c.home]);
+        expect(Object.keys(d.root.output.client_urls as object).sort()).to.deep.equal([...c.regions].sort());
+      });
+    }
+
+    for (const regions of [["us-east-1", "eu-west-1"], ["us-west-2", "eu-west-1", "ap-southeast-1"]]) {
+      it(`per-region, ${regions.join(" + ")}: each region its own bucket, map and 5s lease`, () => {
+        const d = evaluate(tree, { topology: "per-region", regions });
+        commonChecks(d, regions);
+        const buckets = bucketsOf(d);
+        expect(buckets.map((b) => b.region).sort()).to.deep.equal([...regions].sort());
+        expect(d.root.output.home_region).to.equal(null);
+        expect(Object.keys(d.root.output.buckets as object).sort()).to.deep.equal([...regions].sort());
+        const stores = new Set<string>();
+        for (const [r, inst] of Object.entries(d.regions)) {
+          const own = buckets.find((b) => b.region === r)!.bucket;
+          expect(inst.var.bucket, `${r} gets its own bucket`).to.deep.equal(own);
+          expect(policyOf(inst).flatMap((st) => st.resources).sort()).to.deep.equal([own.arn, `${own.arn}/*`].sort());
+          const ud = userDataOf(inst);
+          expect(ud.flags.get("--region")).to.equal(r);
+          expect(ud.flags.get("--object-store")).to.equal(`s3://${own.name}/fractal`);
+          expect(ud.env.AWS_REGION).to.equal(r);
+          expect(ud.flags.get("--lease-ttl")).to.equal("5s");
+          stores.add(ud.flags.get("--object-store")!);
+        }
+        expect(stores.size, "one object store per region").to.equal(regions.length);
+        expect(Object.keys(d.root.output.rebalance_commands as object).sort()).to.deep.equal([...regions].sort());
+      });
+    }
+
+    it("deploys the global topology from the example module call and .tfvars, and an explicit lease_ttl wins", async () => {
+      const exampleTree: ModuleLoader = { ...(await loadTree(TF_DIR, [...MODULE_DIRS, path.join(TF_DIR, "examples/two-regions")])), known: knownAtPlan };
+      const ex = rootInstance(exampleTree, path.join(TF_DIR, "examples/two-regions"), { admin_token: REQUIRED.admin_token });
+      expect(ex.failedValidations()).to.deep.equal([]);
+      const fractal = ex.moduleInstances("fractal")[0]!.instance;
+      expect(fractal.failedValidations()).to.deep.equal([]);
+      expect(fractal.output.topology).to.equal("global");
+      expect(fractal.output.home_region).to.equal("us-east-1");
+      expect(Object.keys(fractal.output.buckets as object)).to.deep.equal(["us-east-1"]);
+      const tfvars = (await parse("two-regions.tfvars", readFileSync(path.join(TF_DIR, "examples/two-regions/two-regions.tfvars"), "utf8"))) as Record<string, unknown>;
+      const d = evaluate(tree, tfvars);
+      expect(bucketsOf(d).map((b) => b.region)).to.deep.equal(["us-east-1"]);
+      for (const inst of Object.values(d.regions)) expect(userDataOf(inst).flags.get("--lease-ttl")).to.equal(tfvars.lease_ttl);
+      expect(userDataOf(evaluate(tree, { lease_ttl: "15s" }).regions["eu-west-1"]!).flags.get("--lease-ttl")).to.equal("15s");
+    });
+
+    it("validates the variables: topology, home_region among regions, peering for a global cluster, durations", () => {
+      const failing = (vars: Record<string, unknown>) => [...new Set(rootInstance(tree, TF_DIR, { ...REQUIRED, ...vars }).failedValidations().map((f) => f.variable))].sort();
+      expect(failing({})).to.deep.equal([]);
+      expect(failing({ topology: "regional" })).to.deep.equal(["topology"]);
+      expect(failing({ topology: "per-region" })).to.deep.equal([]);
+      expect(failing({ home_region: "us-west-2" }), "home_region must be deployed").to.deep.equal(["home_region"]);
+      expect(failing({ home_region: "eu-central-1" })).to.deep.equal(["home_region"]);
+      expect(failing({ home_region: "eu-west-1" })).to.deep.equal([]);
+      expect(failing({ regions: ["us-west-2", "ap-southeast-1"], home_region: "ap-southeast-1" })).to.deep.equal([]);
+      expect(failing({ cross_region_peering: false }), "a global cluster over several regions needs the peering").to.deep.equal(["cross_region_peering"]);
+      expect(failing({ cross_region_peering: false, topology: "per-region" })).to.deep.equal([]);
+      expect(failing({ cross_region_peering: false, regions: ["eu-west-1"] })).to.deep.equal([]);
+      expect(failing({ lease_ttl: "ten seconds" })).to.deep.equal(["lease_ttl"]);
+      expect(failing({ lease_ttl: "2500ms" })).to.deep.equal([]);
+      expect(failing({ regions: ["us-east-1", "us-east-1"] })).to.deep.equal(["regions"]);
+      expect(failing({ regions: ["eu-central-1"] })).to.deep.equal(["regions"]);
+      expect(failing({ regions: [] })).to.deep.equal(["home_region", "regions"]);
+    });
+
+    it("agrees with `terraform console` on what it evaluates, and passes `terraform validate` (with the local aws provider mirror)", function () {
+      this.timeout(480_000); // eight terraform runs, several seconds each
+      if (!terraformPresent || !existsSync(AWS_PROVIDER_MIRROR)) this.skip(); // needs terraform and /opt/tf-plugins (the aws provider, offline)
+      const dir = mkdtempSync(path.join(os.tmpdir(), "fractal-tfv-"));
+      try {
+        const copy = path.join(dir, "terraform");
+        spawnSync("cp", ["-r", TF_DIR, copy]);
+        const rc = path.join(dir, "terraformrc");
+        writeFileSync(rc, `provider_installation {\n  filesystem_mirror {\n    path    = "${AWS_PROVIDER_MIRROR}"\n    include = ["registry.terraform.io/hashicorp/aws"]\n  }\n  direct {\n    exclude = ["registry.terraform.io/hashicorp/aws"]\n  }\n}\n`);
+        const env = { ...TF_ENV, TF_CLI_CONFIG_FILE: rc };
+        const tf = (cwd: string, args: string[], input?: string) => spawnSync(TERRAFORM, args, { cwd, env, encoding: "utf8", timeout: 180_000, input });
+        for (const cwd of [copy, path.join(copy, "examples/two-regions")]) {
+          for (const args of [["init", "-backend=false", "-input=false", "-no-color"], ["validate", "-no-color"]]) {
+            const r = tf(cwd, args);
+            expect(r.status, `terraform ${args[0]} in ${path.relative(dir, cwd)}:\n${r.stdout}${r.stderr}`).to.equal(0);
+          }
+        }
+        // The same root values, from Terraform and from hcl2json + test/terraform/hcl.ts.
+        const probe = `jsonencode({ counts = { for n, m in { ${SUPPORTED.map((r) => `bucket_${alias(r)} = module.bucket_${alias(r)}, region_${alias(r)} = module.region_${alias(r)}`).join(", ")} } : n => length(m) }, bucket_regions = { for r, b in local.region_buckets : r => b == null ? null : b.region }, lease_ttl = local.lease_ttl, home_region = local.home_region, peer_cidrs = local.peer_cidrs, bucket_keys = keys(local.buckets), peered = local.peered })`;
+        const cases: Record<string, unknown>[] = [{}, { regions: ["us-east-1", "eu-west-1", "ap-southeast-1"], home_region: "eu-west-1" }, { topology: "per-region", regions: ["us-west-2", "ap-southeast-1"], lease_ttl: "7s" }];
+        for (const vars of cases) {
+          const all = { ...REQUIRED, ...vars };
+          const args = ["console", "-no-color", ...Object.entries(all).flatMap(([k, v]) => ["-var", `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`])];
+          const r = tf(copy, args, `${probe}\n`);
+          expect(r.status, `terraform console ${JSON.stringify(vars)}:\n${r.stdout}${r.stderr}`).to.equal(0);
+          const fromTerraform = JSON.parse(JSON.parse(r.stdout.trim()) as string) as unknown;
+          const d = evaluate(tree, vars);
+          const local = d.root.local;
+          const ours = {
+            counts: Object.fromEntries(SUPPORTED.flatMap((x) => [`bucket_${alias(x)}`, `region_${alias(x)}`]).map((n) => [n, d.root.moduleInstances(n).length])),
+            bucket_regions: Object.fromEntries(Object.entries(local.region_buckets as Record<string, BucketOut | null>).map(([k, b]) => [k, b === null ? null : b.region])),
+            lease_ttl: local.lease_ttl,
+            home_region: local.home_region,
+            peer_cidrs: local.peer_cidrs,
+            bucket_keys: Object.keys(local.buckets as object).sort(),
+            peered: local.peered,
+          };
+          expect(deepEqual(ours, fromTerraform), `evaluation of ${JSON.stringify(vars)}:\nterraform: ${JSON.stringify(fromTerraform)}\nours:      ${JSON.stringify(ours)}`).to.equal(true);
+        }
+        // Terraform's own validation rejects a home region that is not deployed (console reports it and goes on).
+        const bad = tf(copy, ["console", "-no-color", ...Object.entries({ ...REQUIRED, home_region: "us-west-2" }).flatMap(([k, v]) => ["-var", `${k}=${v}`])], "1\n");
+        expect(bad.stderr).to.include("Invalid value for variable");
+        expect(bad.stderr.replace(/\s+/g, " ")).to.include("home_region must be one of regions");
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  });
+
   describe("the node's systemd unit", () => {
     const bucket = "fractal-chat-us-east-1-20240101000000000000000001";
     const adminToken = "test-admin-token-0123456789abcdefghij";
@@ -553,8 +839,8 @@ describe("terraform deployment", function () {
       const call = region.module.cloud_init!;
       expect(call.source).to.equal("./cloud-init");
       expect(call).to.include({ http_port: "${local.http_port}", grpc_port: "${local.grpc_port}", object_store: "${local.object_store}", data_dir: "${local.data_dir}" });
-      expect(call).to.include({ lease_ttl: "${var.lease_ttl}", checkpoint_interval: "${var.checkpoint_interval}", admin_token: "${var.admin_token}", region: "${var.region}" });
-      expect(region.locals.object_store).to.equal("s3://${aws_s3_bucket.objects.bucket}/${var.object_prefix}");
+      expect(call).to.include({ lease_ttl: "${var.lease_ttl}", checkpoint_interval: "${var.checkpoint_interval}", admin_token: "${var.admin_token}", region: "${var.region}", bucket_region: "${var.bucket.region}" });
+      expect(region.locals.object_store).to.equal("s3://${var.bucket.name}/${var.object_prefix}");
       vars = {
         fractal_bin: "/usr/bin/node /opt/fractal/app/node/bin/fractal.js",
         region: "us-east-1",
@@ -562,7 +848,7 @@ describe("terraform deployment", function () {
         grpc_port: resolveLocal(region, call.grpc_port) as number,
         data_dir: resolveLocal(region, call.data_dir) as string,
         object_store: `s3://${bucket}/${variableDefault(region, "object_prefix") as string}`,
-        lease_ttl: variableDefault(root, "lease_ttl") as string,
+        lease_ttl: evaluate(tree, {}).root.local.lease_ttl as string,
         checkpoint_interval: variableDefault(root, "checkpoint_interval") as string,
         log_level: variableDefault(cloudInit, "log_level") as string,
         stop_timeout_seconds: variableDefault(cloudInit, "stop_timeout_seconds") as number,
@@ -570,7 +856,7 @@ describe("terraform deployment", function () {
       expect(cloudInit.locals.fractal_bin).to.equal("/usr/bin/node ${local.app_dir}/node/bin/fractal.js");
       expect(cloudInit.locals.app_dir).to.equal("/opt/fractal/app");
       unit = renderTemplate("fractal.service.tftpl", vars);
-      envFile = renderTemplate("fractal.env.tftpl", { region: "us-east-1", admin_token: adminToken });
+      envFile = renderTemplate("fractal.env.tftpl", { bucket_region: "us-east-1", admin_token: adminToken });
     });
 
     it("starts `fractal node` with flags matching the security groups, the target group and the bucket", () => {
@@ -595,7 +881,7 @@ describe("terraform deployment", function () {
       expect(flags.get("--id")).to.equal("${FRACTAL_INSTANCE_NODE_ID}");
       expect(flags.get("--peers"), "discovery: the node seeds or registers itself").to.equal(`\${FRACTAL_INSTANCE_NODE_ID}=\${FRACTAL_INSTANCE_PRIVATE_IP}:${grpcPort}`);
       expect(flags.get("--region")).to.equal("us-east-1");
-      expect(flags.get("--lease-ttl")).to.equal("5s");
+      expect(flags.get("--lease-ttl"), "global topology (the default): a longer lease").to.equal("10s");
       expect(flags.get("--checkpoint-interval")).to.equal("1s");
       // The admin token stays out of argv (world-readable); the node reads FRACTAL_ADMIN_TOKEN from the root-only env file.
       expect(flags.has("--admin-token")).to.equal(false);
@@ -614,6 +900,14 @@ describe("terraform deployment", function () {
       expect(region.resource.aws_instance!.node!.tags).to.include("FractalNodeId = each.key");
       expect(region.resource.aws_launch_template!.node!.metadata_options[0]).to.include({ http_tokens: "required", instance_metadata_tags: "enabled" });
       expect(region.resource.aws_launch_template!.node!.user_data).to.equal("${base64encode(module.cloud_init.user_data)}");
+      // The evaluated configuration (default variables, us-east-1) renders the same unit and environment
+      // file, with the shared bucket's name where this test put a literal one.
+      const deployed = evaluate(tree, { admin_token: adminToken });
+      const ud = userDataOf(deployed.regions["us-east-1"]!);
+      const bucketName = deployed.root.local.region_buckets as Record<string, { name: string }>;
+      expect(isUnknown(bucketName["us-east-1"]!.name)).to.equal(true);
+      expect(ud.unit.split(bucketName["us-east-1"]!.name).join(bucket)).to.equal(unit);
+      expect(ud.files["/etc/fractal/fractal.env"]!.content).to.equal(envFile);
     });
 
     it("renders the same user data with Terraform itself; its scripts and unit are valid", function () {
@@ -626,6 +920,7 @@ describe("terraform deployment", function () {
           `module "ci" {
   source              = "${source}"
   region              = "${vars.region}"
+  bucket_region       = "${vars.region}"
   object_store        = "${vars.object_store}"
   http_port           = ${vars.http_port}
   grpc_port           = ${vars.grpc_port}

@@ -1,4 +1,6 @@
-# Two regions, three nodes each: Fractal Chat in us-east-1 and eu-west-1, their VPCs peered.
+# Two regions, three nodes each: ONE Fractal Chat cluster across us-east-1 and eu-west-1 (topology "global":
+# a ring of two regions, in each a ring of three nodes), its cluster map in a bucket in us-east-1, the VPCs
+# peered for the nodes' gRPC.
 #
 #   cd terraform/examples/two-regions
 #   export TF_VAR_admin_token="$(openssl rand -base64 36 | tr -d '\n')"
@@ -8,7 +10,7 @@
 # The same settings work from terraform/ itself with `terraform apply -var-file=examples/two-regions/two-regions.tfvars`.
 
 terraform {
-  required_version = ">= 1.6"
+  required_version = ">= 1.9"
 }
 
 variable "admin_token" {
@@ -20,7 +22,9 @@ variable "admin_token" {
 module "fractal" {
   source = "../.."
 
+  topology         = "global"
   regions          = ["us-east-1", "eu-west-1"]
+  home_region      = "us-east-1"
   nodes_per_region = 3
   instance_type    = "t3.medium"
 
@@ -28,7 +32,7 @@ module "fractal" {
   fractal_version = "v0.1.0"
   admin_token     = var.admin_token
 
-  lease_ttl           = "5s"
+  lease_ttl           = "10s"
   checkpoint_interval = "1s"
 
   project       = "fractal-chat"
@@ -41,12 +45,17 @@ output "client_urls" {
   value       = module.fractal.client_urls
 }
 
-output "bucket_names" {
-  description = "Region => object store bucket."
-  value       = module.fractal.bucket_names
+output "home_region" {
+  description = "The region of the shared bucket."
+  value       = module.fractal.home_region
+}
+
+output "buckets" {
+  description = "The shared object store bucket (home region => name)."
+  value       = module.fractal.buckets
 }
 
 output "rebalance_commands" {
-  description = "Region => command to run after the first apply and after scaling up."
+  description = "The command to run after the first apply and after scaling up (one for the whole cluster)."
   value       = module.fractal.rebalance_commands
 }

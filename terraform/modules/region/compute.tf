@@ -17,6 +17,7 @@ module "cloud_init" {
   source = "./cloud-init"
 
   region              = var.region
+  bucket_region       = var.bucket.region
   object_store        = local.object_store
   http_port           = local.http_port
   grpc_port           = local.grpc_port

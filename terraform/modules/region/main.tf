@@ -1,7 +1,9 @@
-# One Fractal region: a VPC (public + private subnet per AZ, one NAT gateway, an S3 gateway endpoint), the
-# region's object store bucket, an IAM instance profile, a launch template whose user data installs and
-# starts the node, `nodes_per_region` instances spread over the AZs, and an internet-facing NLB.
-# Each region is one Fractal cluster: its own bucket, cluster map and ring (see terraform/README.md).
+# One Fractal region: a VPC (public + private subnet per AZ, one NAT gateway, an S3 gateway endpoint), an IAM
+# instance profile, a launch template whose user data installs and starts the node, `nodes_per_region`
+# instances spread over the AZs, and an internet-facing NLB. The object store bucket comes from modules/bucket
+# (var.bucket): the region's own (topology = "per-region": the region is a cluster of its own) or the home
+# region's, shared by every region (topology = "global": the region is one ring of nodes in the one cluster,
+# whose map lives in that bucket). See terraform/README.md.
 locals {
   name = "${var.project}-${var.region}"
 
@@ -28,7 +30,7 @@ locals {
     }
   }
 
-  object_store = "s3://${aws_s3_bucket.objects.bucket}/${var.object_prefix}"
+  object_store = "s3://${var.bucket.name}/${var.object_prefix}"
 
   tags = merge(var.tags, { "fractal:region" = var.region })
 }
@@ -92,9 +94,12 @@ resource "aws_route_table_association" "public" {
   route_table_id = aws_route_table.public.id
 }
 
-# One NAT gateway per region (not per AZ): the nodes need the internet only to install packages at first
-# boot and for SSM; S3 goes through the gateway endpoint and peers through the VPC / peering. Losing the NAT's
-# AZ therefore does not stop running nodes.
+# One NAT gateway per region (not per AZ): the nodes need the internet to install packages at first boot,
+# for SSM and, when the bucket is in another region (topology = "global", not the home region), for S3.
+# Peers are reached through the VPC / peering. In the home region (and with topology = "per-region") S3 goes
+# through the gateway endpoint, so losing the NAT's AZ does not stop running nodes; in the other regions of
+# a global deployment it cuts the nodes off the cluster map and leases until the NAT is back (README
+# "Trade-offs").
 resource "aws_eip" "nat" {
   domain = "vpc"
   tags   = merge(local.tags, { Name = "${local.name}-nat" })
@@ -127,7 +132,10 @@ resource "aws_route_table_association" "private" {
   route_table_id = aws_route_table.private.id
 }
 
-# S3 traffic (checkpoints, leases, the cluster map) stays on the AWS network and skips the NAT's per-GB fee.
+# S3 traffic (checkpoints, leases, the cluster map) to a bucket IN THIS REGION stays on the AWS network and
+# skips the NAT's per-GB fee. A gateway endpoint only reaches same-region buckets: with topology = "global",
+# the nodes of the other regions reach the home region's bucket through the NAT gateway (HTTPS; NAT and
+# inter-region transfer fees, see README "Cost").
 resource "aws_vpc_endpoint" "s3" {
   vpc_id            = aws_vpc.this.id
   service_name      = "com.amazonaws.${var.region}.s3"

@@ -14,8 +14,8 @@ output "lb_dns_name" {
 }
 
 output "bucket_name" {
-  description = "The object store bucket."
-  value       = aws_s3_bucket.objects.bucket
+  description = "The object store bucket the nodes use (the shared one with topology = \"global\")."
+  value       = var.bucket.name
 }
 
 output "object_store" {

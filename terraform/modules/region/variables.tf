@@ -96,22 +96,19 @@ variable "log_level" {
   default     = "info"
 }
 
+variable "bucket" {
+  description = "The object store bucket of the nodes (modules/bucket's output): name, ARN and region. The IAM policy names only this bucket, and the nodes' AWS_REGION is its region."
+  type = object({
+    name   = string
+    arn    = string
+    region = string
+  })
+}
+
 variable "object_prefix" {
   description = "Key prefix of the object store inside the bucket."
   type        = string
   default     = "fractal"
-}
-
-variable "noncurrent_version_days" {
-  description = "Days a noncurrent (overwritten or deleted) object version is kept."
-  type        = number
-  default     = 7
-}
-
-variable "force_destroy" {
-  description = "Let terraform destroy delete a non-empty bucket (every version of every checkpoint)."
-  type        = bool
-  default     = false
 }
 
 variable "client_cidrs" {

@@ -22,8 +22,8 @@ locals {
   })
 
   env = templatefile("${local.templates}/fractal.env.tftpl", {
-    region      = var.region
-    admin_token = var.admin_token
+    bucket_region = var.bucket_region
+    admin_token   = var.admin_token
   })
 
   install = templatefile("${local.templates}/fractal-install.sh.tftpl", {

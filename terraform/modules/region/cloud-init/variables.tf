@@ -1,10 +1,15 @@
 variable "region" {
-  description = "AWS region of the node (also its Fractal --region and the S3 client's AWS_REGION)."
+  description = "AWS region of the node: its Fractal --region (the ring of regions places rooms by it)."
+  type        = string
+}
+
+variable "bucket_region" {
+  description = "AWS region of the object store bucket: the S3 client's AWS_REGION (the node's own region, or the home region with topology = \"global\")."
   type        = string
 }
 
 variable "object_store" {
-  description = "The region's object store, s3://bucket/prefix."
+  description = "The nodes' object store, s3://bucket/prefix (shared by every region with topology = \"global\")."
   type        = string
 
   validation {

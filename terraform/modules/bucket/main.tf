@@ -1,7 +1,14 @@
-# The region's object store: checkpoints (manifests + segments), the cluster map, leases, the auth secret.
-# Versioned, encrypted (SSE-S3), private. The lifecycle rule only expires NONCURRENT versions: segments are
-# immutable objects referenced by manifests (Fractal deletes replaced ones itself after
+# A Fractal object store bucket: checkpoints (manifests + segments), the cluster map, leases, the auth secret.
+# Versioned, encrypted (SSE-S3), private, TLS only. The lifecycle rule only expires NONCURRENT versions:
+# segments are immutable objects referenced by manifests (Fractal deletes replaced ones itself after
 # --checkpoint-retention), so expiring current objects by age would corrupt rooms.
+#
+# Its own module, so that one region can hold the bucket every region uses (topology = "global") without the
+# region modules depending on each other; with topology = "per-region" every region gets one of these.
+locals {
+  name = "${var.project}-${var.region}"
+  tags = merge(var.tags, { "fractal:region" = var.region })
+}
 
 resource "aws_s3_bucket" "objects" {
   bucket_prefix = "${local.name}-"
@@ -74,15 +81,15 @@ resource "aws_s3_bucket_lifecycle_configuration" "objects" {
   }
 }
 
-# Only TLS requests.
+# Only TLS requests (nodes of other regions reach the bucket through their NAT gateway, over HTTPS).
 resource "aws_s3_bucket_policy" "objects" {
   bucket = aws_s3_bucket.objects.id
-  policy = data.aws_iam_policy_document.bucket_tls_only.json
+  policy = data.aws_iam_policy_document.tls_only.json
 
   depends_on = [aws_s3_bucket_public_access_block.objects]
 }
 
-data "aws_iam_policy_document" "bucket_tls_only" {
+data "aws_iam_policy_document" "tls_only" {
   statement {
     sid       = "DenyInsecureTransport"
     effect    = "Deny"
@@ -100,60 +107,4 @@ data "aws_iam_policy_document" "bucket_tls_only" {
       values   = ["false"]
     }
   }
-}
-
-# --- the nodes' identity ---------------------------------------------------------------------------------
-
-data "aws_iam_policy_document" "assume_ec2" {
-  statement {
-    actions = ["sts:AssumeRole"]
-
-    principals {
-      type        = "Service"
-      identifiers = ["ec2.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_iam_role" "node" {
-  name_prefix        = "${substr(local.name, 0, 32)}-"
-  assume_role_policy = data.aws_iam_policy_document.assume_ec2.json
-  tags               = local.tags
-}
-
-# Exactly what the S3 object store does (shards/object-store-s3.ts): list, get (and head), put (also the
-# multipart parts of large objects and the conditional writes of the map), delete, and abort a failed
-# multipart upload. Nothing outside this bucket.
-data "aws_iam_policy_document" "objects" {
-  statement {
-    sid       = "ListTheBucket"
-    actions   = ["s3:ListBucket"]
-    resources = [aws_s3_bucket.objects.arn]
-  }
-
-  statement {
-    sid       = "ReadWriteObjects"
-    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
-    resources = ["${aws_s3_bucket.objects.arn}/*"]
-  }
-}
-
-resource "aws_iam_role_policy" "objects" {
-  name   = "fractal-object-store"
-  role   = aws_iam_role.node.id
-  policy = data.aws_iam_policy_document.objects.json
-}
-
-# SSM Session Manager / Run Command (rolling restarts, `sudo fractal-admin ...`) without SSH.
-resource "aws_iam_role_policy_attachment" "ssm" {
-  count = var.ssm_enabled ? 1 : 0
-
-  role       = aws_iam_role.node.name
-  policy_arn = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
-}
-
-resource "aws_iam_instance_profile" "node" {
-  name_prefix = "${substr(local.name, 0, 32)}-"
-  role        = aws_iam_role.node.name
-  tags        = local.tags
 }
