@@ -10,8 +10,8 @@ export class MemoryReplicaStore implements ReplicaStore {
   private readonly rows = new Map<string, StoredMessage[]>();
 
   async apply(owner: string, epoch: number, items: readonly ReplicaItem[]): Promise<ReplicaOutcome[]> {
+    items.forEach(checkItem); // before anything changes: a malformed call changes nothing
     return items.map((item) => {
-      checkItem(item);
       const d = decide(this.records.get(item.room), owner, epoch, item);
       if (d.next === undefined) return d.outcome;
       const kept = d.dropAll ? [] : (this.rows.get(item.room) ?? []);

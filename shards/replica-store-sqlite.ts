@@ -77,8 +77,13 @@ export class SqliteReplicaStore implements ReplicaStore {
   apply(owner: string, epoch: number, items: readonly ReplicaItem[]): Promise<ReplicaOutcome[]> {
     const statements: SqlStatement[] = [];
     const touched = new Set<string>();
+    // Checked before anything changes: a malformed call must change nothing, not half of it.
+    try {
+      items.forEach(checkItem);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const outcomes = items.map((item) => {
-      checkItem(item);
       const d = decide(this.records.get(item.room), owner, epoch, item);
       if (d.next === undefined) return d.outcome;
       touched.add(item.room);
