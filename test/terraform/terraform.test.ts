@@ -824,6 +824,108 @@ describe("terraform deployment", function () {
         rmSync(dir, { recursive: true, force: true });
       }
     });
+
+    it("runs for real: nodes of two regions, started from their regions' user data, form ONE cluster map through the shared store", async function () {
+      this.timeout(180_000);
+      const d = evaluate(tree, {}); // the defaults: global, us-east-1 (home) + eu-west-1
+      const ud = { "us-east-1": userDataOf(d.regions["us-east-1"]!), "eu-west-1": userDataOf(d.regions["eu-west-1"]!) };
+      const store = ud["us-east-1"].flags.get("--object-store")!;
+      expect(store).to.match(/^s3:\/\//);
+      expect(ud["eu-west-1"].flags.get("--object-store"), "both regions' units name the same object store").to.equal(store);
+      expect(ud["eu-west-1"].env.AWS_REGION).to.equal("us-east-1");
+      expect(ud["eu-west-1"].env.FRACTAL_ADMIN_TOKEN).to.equal(REQUIRED.admin_token);
+
+      const work = mkdtempSync(path.join(os.tmpdir(), "fractal-global-"));
+      const objects = path.join(work, "objects"); // stands in for the shared bucket
+      mkdirSync(objects);
+      const cleanEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("FRACTAL_") && !k.startsWith("AWS_")));
+      const adminEnv = { ...cleanEnv, FRACTAL_ADMIN_TOKEN: REQUIRED.admin_token };
+      const admin = (url: string, args: string[]) => {
+        const r = runCli(["admin", ...args, "--json", "--node", url], adminEnv);
+        expect(r.status, `fractal admin ${args.join(" ")}:\n${r.stdout}${r.stderr}`).to.equal(0);
+        return r.stdout.trim().split("\n").map((l) => JSON.parse(l) as Record<string, any>);
+      };
+      const running: Running[] = [];
+      try {
+        // us-east-1-n1 first (it seeds the map), then two nodes of the other region.
+        const nodes: { id: string; region: "us-east-1" | "eu-west-1"; url?: string }[] = [
+          { id: "us-east-1-n1", region: "us-east-1" },
+          { id: "eu-west-1-n1", region: "eu-west-1" },
+          { id: "eu-west-1-n2", region: "eu-west-1" },
+        ];
+        const ports = await freePorts(nodes.length * 2);
+        for (const [i, n] of nodes.entries()) {
+          const [http, grpc] = [ports[2 * i]!, ports[2 * i + 1]!];
+          const instanceEnv = { FRACTAL_INSTANCE_NODE_ID: n.id, FRACTAL_INSTANCE_PRIVATE_IP: "127.0.0.1" };
+          const flags = flagsOf(execStart(ud[n.region].unit).map((w) => expandEnv(w, instanceEnv)));
+          expect(flags.get("--region")).to.equal(n.region);
+          expect(flags.get("--peers"), "only itself: no other node's address").to.equal(`${n.id}=127.0.0.1:${GRPC}`);
+          // Loopback instead of the instance's interfaces and ports; a directory instead of the bucket.
+          flags.set("--host", "127.0.0.1");
+          flags.set("--http-port", String(http));
+          flags.set("--grpc-port", String(grpc));
+          flags.set("--peers", `${n.id}=127.0.0.1:${grpc}`);
+          flags.set("--data-dir", path.join(work, n.id));
+          flags.set("--object-store", objects);
+          const node = start([process.execPath, FRACTAL_CLI, "node", ...[...flags].flat()], { ...cleanEnv, ...ud[n.region].env });
+          running.push(node);
+          n.url = `http://127.0.0.1:${http}`;
+          await waitFor(`${n.id} /readyz`, 60_000, async () => {
+            if (node.child.exitCode !== null) throw new Error(`${n.id} exited ${node.child.exitCode}:\n${node.log()}`);
+            return (await fetch(`${n.url}/readyz`)).status === 200 ? true : undefined;
+          }).catch((err: Error) => {
+            throw new Error(`${err.message}\n${node.log()}`);
+          });
+        }
+        const [us, eu1, eu2] = nodes.map((n) => n.url!) as [string, string, string];
+        const members = (url: string) => {
+          const s = admin(url, ["status"])[0]! as { nodes: { node: string; state: string; region?: string }[] };
+          return Object.fromEntries(s.nodes.map((n) => [n.node, n.state]));
+        };
+        expect(members(eu2), "one map: the first node seeded it, the other region's nodes joined it").to.deep.equal({ "us-east-1-n1": "active", "eu-west-1-n1": "joining", "eu-west-1-n2": "joining" });
+        admin(eu1, ["rebalance"]);
+        await waitFor("every node active", 20_000, async () => (Object.values(members(us)).every((st) => st === "active") ? true : undefined));
+
+        // The map (from any node) lists every node with its region; a session from one region works in the other.
+        const session = (await (await fetch(`${us}/api/session`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: "tester" }) })).json()) as { token: string };
+        const auth = { authorization: `Bearer ${session.token}` };
+        const cluster = (await (await fetch(`${eu2}/api/cluster`, { headers: auth })).json()) as { nodes: { id: string; region: string; state: string }[] };
+        expect(Object.fromEntries(cluster.nodes.map((n) => [n.id, n.region]))).to.deep.equal({ "us-east-1-n1": "us-east-1", "eu-west-1-n1": "eu-west-1", "eu-west-1-n2": "eu-west-1" });
+
+        // Rooms spread over the ring of regions, each owned by a node of its home region.
+        const homes = new Map<string, string>();
+        for (let i = 0; i < 16; i++) {
+          const room = `global-${i}`;
+          const info = (await (await fetch(`${[us, eu1, eu2][i % 3]}/api/rooms/${room}`, { headers: auth })).json()) as { owner: string; region: string };
+          expect(info.owner.startsWith(`${info.region}-`), `${room}: owner ${info.owner} is in its home region ${info.region}`).to.equal(true);
+          homes.set(room, info.region);
+        }
+        expect([...new Set(homes.values())].sort(), "both regions are home to rooms").to.deep.equal(["eu-west-1", "us-east-1"]);
+
+        // A room homed in us-east-1: written through an eu-west-1 node, then pinned to eu-west-1; its seqs go on.
+        const room = [...homes].find(([, r]) => r === "us-east-1")![0];
+        const post = async (url: string, id: string) => {
+          const res = await fetch(`${url}/api/rooms/${room}/messages`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify({ text: id, id }) });
+          expect(res.status, await res.clone().text()).to.equal(200);
+          return ((await res.json()) as { seq: number }).seq;
+        };
+        expect(await post(eu1, "before-move")).to.equal(1);
+        admin(us, ["move-room", room, "--region", "eu-west-1"]);
+        const after = admin(eu2, ["room", room])[0]! as { region: string; owner: string; pinned: boolean; seq: number };
+        expect(after).to.include({ region: "eu-west-1", pinned: true, seq: 1 });
+        expect(after.owner).to.match(/^eu-west-1-n[12]$/);
+        expect(await post(us, "after-move")).to.equal(2);
+
+        for (const node of running.reverse()) {
+          node.child.kill("SIGTERM");
+          const code = await Promise.race([node.exited, new Promise<string>((r) => setTimeout(() => r("timeout"), 30_000))]);
+          expect(code, `graceful stop:\n${node.log()}`).to.equal(0);
+        }
+      } finally {
+        for (const node of running) if (node.child.exitCode === null) node.child.kill("SIGKILL");
+        rmSync(work, { recursive: true, force: true });
+      }
+    });
   });
 
   describe("the node's systemd unit", () => {
