@@ -1,6 +1,7 @@
 /**
- * The Terraform deployment (terraform/): checked offline, since the AWS provider cannot be downloaded here
- * (so no `terraform validate` / `plan`).
+ * The Terraform deployment (terraform/): checked offline. The AWS provider cannot be downloaded here, so
+ * `terraform validate` runs only where a local mirror of it exists (/opt/tf-plugins), and `plan` (which needs
+ * AWS credentials for its data sources) never.
  *
  * - `terraform fmt -check -recursive terraform/`.
  * - Every .tf file parsed with @cdktf/hcl2json, asserting what matters for safety and consistency: the
@@ -21,6 +22,8 @@
  *   S3 → a local directory, free ports, the node id / IP that fractal-instance-env would write), with the
  *   environment file the unit loads. The first seeds the cluster map, the second registers as joining, an
  *   admin rebalance with the token from the environment file activates it, and SIGTERM stops both with 0.
+ * - With Terraform and the aws provider mirror: `terraform validate`, and `terraform console` agreeing with
+ *   the evaluation above on the root's values.
  * - The global topology run for real: nodes of two regions started from their own regions' evaluated user
  *   data, on one object store directory (standing in for the shared bucket): the first seeds the one cluster
  *   map, the others (of both regions) join it with their regions, a rebalance activates them, rooms spread
@@ -390,7 +393,7 @@ describe("terraform deployment", function () {
     expect(Object.keys(peering.resource.aws_route!)).to.have.members(["requester_to_accepter", "accepter_to_requester"]);
   });
 
-  it("passes every module exactly the variables it declares (no `terraform validate` offline)", () => {
+  it("passes every module exactly the variables it declares (a validate that needs no provider)", () => {
     const check = (caller: TfModule, name: string, callee: TfModule) => {
       const call = caller.module[name]!;
       const args = Object.keys(call).filter((k) => !["source", "count", "for_each", "providers", "depends_on"].includes(k));
