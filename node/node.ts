@@ -41,7 +41,7 @@ import { ClusterAdmin, LocalAdmin } from "./admin.js";
 import { createAdminApi } from "./admin-api.js";
 import { Rebalancer } from "./rebalance.js";
 import { Replicator } from "./replicator.js";
-import { ReplicaService } from "./replica-service.js";
+import { dropUnneededCopies, ReplicaService } from "./replica-service.js";
 import { ReplicaFailover } from "./replica-failover.js";
 
 /** socket.io packets larger than this close the connection: a maximal message is ~16 KB of UTF-8. */
@@ -296,6 +296,12 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     void transfer.afterMapChange().then((r) => (r.lost > 0 || r.gained > 0) && log.info(r, "rooms moved after map change"));
     // Every room's replica is (re)synced under the new epoch; rooms gained are synced after their takeover.
     replicator?.resync();
+    if (replicaStore !== undefined) {
+      void dropUnneededCopies({ self: config.id, membership, store: replicaStore }).then(
+        (n) => n > 0 && log.info({ rooms: n }, "dropped replica copies of rooms this node no longer replicates"),
+        (err: unknown) => log.warn({ err: (err as Error).message }, "could not drop replica copies"),
+      );
+    }
   });
   // After a restart the local copies may hold commits their replicas never confirmed: sync them now.
   replicator?.resync();

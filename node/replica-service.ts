@@ -85,6 +85,22 @@ export class ReplicaService {
   }
 }
 
+/**
+ * Drops the copies this node no longer needs after a map change: rooms it neither owns nor is the replica of.
+ * (A copy is only ever used by a takeover on this node, and only if this node was the replica up to the
+ * owner's last map: shards/replica-trust.ts.) Returns how many were dropped.
+ */
+export async function dropUnneededCopies(d: { readonly self: string; readonly membership: Membership; readonly store: ReplicaStore }): Promise<number> {
+  let dropped = 0;
+  for (const room of d.store.rooms()) {
+    const [owner, replica] = d.membership.ring.successors(room, 2);
+    if (owner === d.self || replica === d.self) continue;
+    await d.store.drop(room);
+    dropped++;
+  }
+  return dropped;
+}
+
 /** Checks one room of a call; throws bad_request naming the problem. */
 export function toItem(r: ReplicaRoomRequest): ReplicaItem {
   const room = checkRoomId(r.room);

@@ -61,7 +61,7 @@ export interface ReplicatorDeps {
   readonly checkpointSoon?: (room: string) => void;
   /** Each Replicate call: its duration and outcome ("ok" or an error code). */
   readonly observe?: (seconds: number, outcome: string) => void;
-  /** Rooms whose waiting sends were refused because their replica did not confirm. */
+  /** A room's waiting sends were refused because its replica did not confirm ("unreachable", "refused", ...). */
   readonly failed?: (rooms: number, reason: string) => void;
 }
 
@@ -321,8 +321,7 @@ export class Replicator implements MessageRelease {
           this.d.observe?.((performance.now() - started) / 1000, e.code);
           this.d.log.warn({ replica: node, rooms: items.length, err: e.message }, "replication call failed; sends wait for a retry");
           const refused = new FractalError("unavailable", `the replica ${node} of the room did not confirm: ${e.message}; retry with the same id`);
-          items.forEach((item, i) => this.rooms.get(item.room) === made[i] && this.fail(item.room, refused));
-          this.d.failed?.(items.length, e.code);
+          items.forEach((item, i) => this.rooms.get(item.room) === made[i] && this.fail(item.room, refused, "unreachable"));
         },
       )
       .finally(() => {
@@ -376,7 +375,7 @@ export class Replicator implements MessageRelease {
     if (messages.length > 0 && messages[0]!.seq !== after + 1) {
       // Seqs skipped above the checkpoint (a takeover that could not record its skip yet): the replica cannot
       // take a hole, and the chain will cover it once the skip is checkpointed.
-      this.fail(room, new FractalError("unavailable", `room ${room} has skipped seqs not in object storage yet; retry shortly`));
+      this.fail(room, new FractalError("unavailable", `room ${room} has skipped seqs not in object storage yet; retry shortly`), "skip_not_checkpointed");
       this.d.checkpointSoon?.(room);
       return undefined;
     }
@@ -402,7 +401,7 @@ export class Replicator implements MessageRelease {
     if (membership.ownerOf(room) !== self) return this.drop(room, this.moved(room));
     // An answer under an older map does not count: the room's replica now may not hold the message.
     if (membership.epoch !== epoch || this.replicaOf(room) !== node) return this.want(room);
-    if (answer === undefined) return this.fail(room, new FractalError("internal", `replica ${node} answered a short batch`));
+    if (answer === undefined) return this.fail(room, new FractalError("internal", `replica ${node} answered a short batch`), "refused");
     const head = this.d.store.head(room);
     switch (answer.status) {
       case "ok":
@@ -426,13 +425,13 @@ export class Replicator implements MessageRelease {
         void membership.refresh().catch(() => undefined);
         return this.retry(room, r, answer);
       default:
-        return this.fail(room, new FractalError("unavailable", `replica ${node} refused room ${room}: ${answer.status} ${answer.message}`));
+        return this.fail(room, new FractalError("unavailable", `replica ${node} refused room ${room}: ${answer.status} ${answer.message}`), "refused");
     }
   }
 
   private retry(room: string, r: RoomReplication, answer: ReplicaAnswer): void {
     if (++r.rounds <= MAX_ROUNDS) return this.want(room);
-    this.fail(room, new FractalError("unavailable", `the replica of room ${room} keeps answering ${answer.status}; retry shortly`));
+    this.fail(room, new FractalError("unavailable", `the replica of room ${room} keeps answering ${answer.status}; retry shortly`), "refused");
   }
 
   /** Moves the room's released head up to `confirmed` (never past the local head): publish, then acknowledge. */
@@ -461,7 +460,7 @@ export class Replicator implements MessageRelease {
   }
 
   /** Refuses the room's waiting sends; what the replica holds is unknown until it answers again. */
-  private fail(room: string, err: FractalError): void {
+  private fail(room: string, err: FractalError, reason: "unreachable" | "refused" | "skip_not_checkpointed"): void {
     const r = this.rooms.get(room);
     if (r === undefined) return;
     r.copy = undefined;
@@ -469,6 +468,7 @@ export class Replicator implements MessageRelease {
     const waiters = r.waiters;
     r.waiters = [];
     for (const w of waiters) w.reject(err);
+    if (waiters.length > 0) this.d.failed?.(1, reason);
   }
 
   private drop(room: string, err: FractalError): void {
