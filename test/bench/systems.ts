@@ -113,6 +113,7 @@ export async function startFractal(opts: StartOpts): Promise<RunningSystem> {
     const logFile = path.join(LOG_DIR, `${opts.tag}-fractal-${id}.log`);
     const args = [
       ...(opts.inspect === true && i === 0 ? [`--inspect=127.0.0.1:${ip}`] : []),
+      ...(process.env.BENCH_NODE_FLAGS ?? "").split(/\s+/).filter((f) => f !== ""),
       path.join(REPO, "node/bin/fractal.js"),
       "node",
       "--id",
