@@ -5,7 +5,11 @@
  *
  * Decisions are made on the event loop against an in-memory copy of the records (loaded at start), so every
  * call is decided in the order it arrives without reading the file; the records change before the write is
- * durable, but the answer to the owner waits for it. A failed write reloads the records it touched.
+ * durable, but the answer to the owner waits for it. A failed write reloads the records it touched (a broken
+ * disk: the node's own commits fail too).
+ *
+ * Group commit: the writes of calls that arrive while one is being written (from any owner) go together in
+ * the next transaction, so a replica pays one fsync per round, not one per call.
  */
 import type Database from "better-sqlite3";
 import { checkItem, decide, type ReplicaItem, type ReplicaOutcome, type ReplicaRecord, type ReplicaStore } from "./replica-store.js";
@@ -54,8 +58,12 @@ export class SqliteReplicaStore implements ReplicaStore {
   private readonly companion: SqliteCompanion;
   private readonly records = new Map<string, ReplicaRecord>();
   private readonly stmt;
-  /** The last write posted: `settled` waits for it (writes complete in order). */
-  private lastWrite: Promise<void> = Promise.resolve();
+  /** Statements waiting for the write in flight to finish, with the calls that wait for them. */
+  private queued: { statements: SqlStatement[]; touched: Set<string>; done: { resolve: () => void; reject: (err: unknown) => void }[] } | undefined;
+  private writing = false;
+  /** Resolves once everything posted so far is written (`settled`). */
+  private idle: Promise<void> = Promise.resolve();
+  private markIdle: () => void = () => {};
 
   constructor(store: SqliteRoomStore) {
     this.companion = store.companion(SCHEMA);
@@ -95,13 +103,44 @@ export class SqliteReplicaStore implements ReplicaStore {
       return d.outcome;
     });
     if (statements.length === 0) return Promise.resolve(outcomes);
-    const write = this.companion.write(statements).catch((err: unknown) => {
-      // Rolled back: what the file says is the truth again for these rooms.
-      for (const room of touched) this.reload(room);
-      throw err;
-    });
-    this.lastWrite = write.catch(() => undefined);
-    return write.then(() => outcomes);
+    return this.write(statements, touched).then(() => outcomes);
+  }
+
+  /** Joins the next transaction; resolves once it is durable. */
+  private write(statements: readonly SqlStatement[], touched: Iterable<string>): Promise<void> {
+    if (this.queued === undefined) {
+      this.queued = { statements: [], touched: new Set(), done: [] };
+      if (!this.writing) this.idle = new Promise((resolve) => (this.markIdle = resolve));
+    }
+    const q = this.queued;
+    q.statements.push(...statements);
+    for (const room of touched) q.touched.add(room);
+    const done = new Promise<void>((resolve, reject) => q.done.push({ resolve, reject }));
+    if (!this.writing) this.flush();
+    return done;
+  }
+
+  private flush(): void {
+    const q = this.queued;
+    this.queued = undefined;
+    if (q === undefined) {
+      this.writing = false;
+      this.markIdle();
+      return;
+    }
+    this.writing = true;
+    this.companion.write(q.statements).then(
+      () => {
+        for (const d of q.done) d.resolve();
+        this.flush();
+      },
+      (err: unknown) => {
+        // Rolled back: what the file says is the truth again for these rooms.
+        for (const room of q.touched) this.reload(room);
+        for (const d of q.done) d.reject(err);
+        this.flush();
+      },
+    );
   }
 
   record(room: string): ReplicaRecord | undefined {
@@ -113,17 +152,18 @@ export class SqliteReplicaStore implements ReplicaStore {
   }
 
   settled(): Promise<void> {
-    return this.lastWrite;
+    return this.idle;
   }
 
   drop(room: string): Promise<void> {
     this.records.delete(room);
-    const write = this.companion.write([
-      [DROP_ROWS, [room]],
-      [DROP_RECORD, [room]],
-    ]);
-    this.lastWrite = write.catch(() => undefined);
-    return write;
+    return this.write(
+      [
+        [DROP_ROWS, [room]],
+        [DROP_RECORD, [room]],
+      ],
+      [],
+    );
   }
 
   rooms(): string[] {

@@ -90,7 +90,7 @@ export class Room {
     this.assigned = this.store.head(this.id);
   }
 
-  /** Called by the commit queue's hook, in seq order, once messages are durable. */
+  /** Called in seq order once a message may be shown: after its commit, or its release (replicated durability). */
   committed(message: StoredMessage): void {
     this.publish({ room: this.id, type: "message", message });
   }

@@ -12,7 +12,11 @@ import { io, type Socket } from "socket.io-client";
 import { Ring, type ClusterMap } from "../../shards/index.js";
 import {
   admin,
+  connect,
   emitAck,
+  join,
+  runAdmin,
+  send,
   fullHistory,
   http,
   roomOwnedBy,
@@ -333,6 +337,35 @@ describe("cluster: replicated durability, kill -9 of an owner under load", funct
       expect(hist.map((m) => m.seq), `${r}: seqs`).to.deep.equal(Array.from({ length: hist.length }, (_, i) => i + 1));
       expect(new Set(hist.map((m) => m.id)).size).to.equal(hist.length);
     }
+    // The operator sees the mode of every node.
+    const status = JSON.parse((await runAdmin(c.node(0).httpUrl, ["status", "--json"])).stdout) as { nodes: { node: string; reachable: boolean; durability?: string }[] };
+    for (const n of status.nodes.filter((x) => x.reachable)) expect(n.durability, n.node).to.equal("replicated");
+  });
+});
+
+describe("cluster: replicated durability on a single node (degraded)", function () {
+  this.timeout(60_000);
+  let c: TestCluster;
+  before(async function () {
+    this.timeout(40_000);
+    c = await startCluster({ nodes: 1, extraArgs: ["--durability", "replicated"] });
+  });
+  after(async () => {
+    await c?.stopAll();
+  });
+
+  it("acknowledges after the local commit, counts the rooms as degraded and warns once", async () => {
+    const url = c.node(0).httpUrl;
+    const socket = await connect(url, await session(url, uniqueUser("solo")));
+    const rooms = [uniqueRoom("solo"), uniqueRoom("solo")];
+    for (const room of rooms) {
+      await join(socket, room);
+      for (let k = 1; k <= 3; k++) expect((await send(socket, room, `m${k}`, `m${k}`)).seq).to.equal(k);
+    }
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    expect(metrics).to.match(/^fractal_replication_degraded_rooms\{[^}]*\} 2$/m);
+    const warnings = readFileSync(c.node(0).logFile, "utf8").split("\n").filter((l) => l.includes("no other node in this region"));
+    expect(warnings).to.have.length(1);
   });
 });
 
