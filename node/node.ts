@@ -14,6 +14,7 @@ import {
   LeaseKeeper,
   LeaseWatcher,
   OwnedRooms,
+  readLease,
   RoomRebuilder,
   S3ObjectStore,
   ThreadedObjectStore,
@@ -91,7 +92,8 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     ),
     async (): Promise<ClusterMap> => (await mapStore.read())?.map ?? membership.map,
   );
-  const lease = new LeaseKeeper(objects, config.id, leaseOptions(config.leaseTtlMs), (valid) =>
+  // The lease also says how this node acknowledges: a failover trusts its replica copies only if it was `replicated`.
+  const lease = new LeaseKeeper(objects, config.id, { ...leaseOptions(config.leaseTtlMs), details: { durability: config.durability } }, (valid) =>
     valid ? log.info("lease renewed: accepting writes again") : log.error("lease not renewed in time: refusing writes (self-fenced)"),
   );
   await lease.renew();
@@ -127,9 +129,10 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
   // Peers and clients can reach this node before it has listed the rooms it must rebuild: hold every room.
   rebuilder.holdUntilStarted();
   const peers = new PeerPool(membership, config.forwardTimeoutMs, log);
-  // Replicated durability: this node ships its rooms' commits to their replicas before acknowledging them,
-  // and keeps the copies of the rooms it is the replica of, in the same SQLite file.
-  const replicaStore = config.durability === "replicated" ? new SqliteReplicaStore(store) : undefined;
+  // Replicated durability: this node ships its rooms' commits to their replicas before acknowledging them.
+  // Every node keeps the copies of the rooms it is the replica of (in the same SQLite file), whatever its own
+  // mode, so a cluster being switched to or from `replicated` one node at a time keeps acknowledging.
+  const replicaStore = new SqliteReplicaStore(store);
   const replicator: Replicator | undefined =
     config.durability === "replicated"
       ? new Replicator({
@@ -141,7 +144,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
           // Within the forwarding deadline, so a refused send reaches its client as `unavailable`, not a timeout.
           timeoutMs: Math.max(200, Math.floor(config.forwardTimeoutMs / 2)),
           publish: (m): void => rooms.peek(m.room)?.committed(m),
-          needsTakeOver: (room): boolean => transfer.needsTakeOver(room) || rebuilder.isGated(room),
+          settling: (room): boolean => transfer.needsTakeOver(room) || rebuilder.isGated(room),
           checkpointSoon: (room) => void checkpointer.flush([room], { force: true }).catch(() => undefined),
           observe: (seconds, outcome) => metrics.replicationSeconds.observe({ outcome }, seconds),
           failed: (n, reason) => metrics.replicationFailures.inc({ reason }, n),
@@ -174,7 +177,17 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     log,
     stoppedCleanly: (node) => stoppedCleanly(objects, node),
     backlog: config.checkpointBacklog,
-    replicas: replicaStore === undefined ? undefined : new ReplicaFailover({ self: config.id, membership, replicas: replicaStore, store, log }),
+    replicas:
+      config.durability === "replicated"
+        ? new ReplicaFailover({
+            self: config.id,
+            membership,
+            replicas: replicaStore,
+            store,
+            log,
+            replicatedOwner: async (node) => (await readLease(objects, node).catch(() => undefined))?.durability === "replicated",
+          })
+        : undefined,
     afterTakeOver: (room) => replicator?.forget(room),
   });
   owner.leaseValid = () => lease.valid;
@@ -296,12 +309,10 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     void transfer.afterMapChange().then((r) => (r.lost > 0 || r.gained > 0) && log.info(r, "rooms moved after map change"));
     // Every room's replica is (re)synced under the new epoch; rooms gained are synced after their takeover.
     replicator?.resync();
-    if (replicaStore !== undefined) {
-      void dropUnneededCopies({ self: config.id, membership, store: replicaStore }).then(
-        (n) => n > 0 && log.info({ rooms: n }, "dropped replica copies of rooms this node no longer replicates"),
-        (err: unknown) => log.warn({ err: (err as Error).message }, "could not drop replica copies"),
-      );
-    }
+    void dropUnneededCopies({ self: config.id, membership, store: replicaStore }).then(
+      (n) => n > 0 && log.info({ rooms: n }, "dropped replica copies of rooms this node no longer replicates"),
+      (err: unknown) => log.warn({ err: (err as Error).message }, "could not drop replica copies"),
+    );
   });
   // After a restart the local copies may hold commits their replicas never confirmed: sync them now.
   replicator?.resync();

@@ -26,6 +26,11 @@ export class ReplicaFailover {
       readonly replicas: ReplicaStore;
       readonly store: RoomStore;
       readonly log: Logger;
+      /**
+       * Whether the dead node acknowledged through its replicas in its last run (its lease says so): a node
+       * restarted with `--durability local` acknowledges alone, and copies it synced before say nothing.
+       */
+      readonly replicatedOwner?: (node: string) => Promise<boolean>;
     },
   ) {}
 
@@ -40,7 +45,10 @@ export class ReplicaFailover {
     await replicas.settled();
     const record = replicas.record(room);
     try {
-      const distrust = replicaDistrust({ room, dead, self: this.d.self, record, lostAt, ringAt: (epoch) => membership.ringAt(epoch) });
+      let distrust = replicaDistrust({ room, dead, self: this.d.self, record, lostAt, ringAt: (epoch) => membership.ringAt(epoch) });
+      if (distrust === undefined && this.d.replicatedOwner !== undefined && !(await this.d.replicatedOwner(dead))) {
+        distrust = `${dead} did not run with --durability replicated last (or its lease is unreadable)`;
+      }
       if (distrust !== undefined) {
         log.info({ room, dead, reason: distrust }, "replica copy not used for the failover; skipping the checkpoint backlog");
         return undefined;

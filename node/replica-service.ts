@@ -39,14 +39,16 @@ export class ReplicaService {
     private readonly d: {
       readonly self: string;
       readonly membership: Membership;
-      /** Undefined when this node runs `--durability local`: it keeps no copies (and would not use them). */
-      readonly store: ReplicaStore | undefined;
+      /**
+       * The copies. Kept whatever this node's own mode: a cluster switched to `replicated` one node at a time
+       * keeps acknowledging (a node in `local` mode does not use them at a failover, it skips the backlog).
+       */
+      readonly store: ReplicaStore;
     },
   ) {}
 
   async replicate(caller: Caller, rooms: readonly ReplicaRoomRequest[]): Promise<ReplicaAnswerWithEpoch[]> {
     const { store, membership, self } = this.d;
-    if (store === undefined) throw new FractalError("unavailable", `node ${self} keeps no replicas (it runs --durability local)`);
     if (!NODE_ID_PATTERN.test(caller.node) || !Number.isSafeInteger(caller.epoch) || caller.epoch < 1) {
       throw new FractalError("bad_request", "bad caller");
     }

@@ -55,8 +55,8 @@ export interface ReplicatorDeps {
   readonly timeoutMs: number;
   /** Publishes a released message to the room's subscribers (the room actor, if the room is in memory). */
   readonly publish: (message: StoredMessage) => void;
-  /** Whether a room is being taken over here (it is synced once the takeover is done). */
-  readonly needsTakeOver?: (room: string) => boolean;
+  /** Whether a room is being taken over or rebuilt here (it is synced when it is first used afterwards). */
+  readonly settling?: (room: string) => boolean;
   /** Asked when a room's history has a hole above its checkpoint (a skip the chain does not record yet). */
   readonly checkpointSoon?: (room: string) => void;
   /** Each Replicate call: its duration and outcome ("ok" or an error code). */
@@ -184,7 +184,7 @@ export class Replicator implements MessageRelease {
     for (const room of [...this.rooms.keys()]) if (membership.ownerOf(room) !== self) this.drop(room, this.moved(room));
     if (this.hasReplicas()) this.warnedDegraded = false;
     for (const room of this.d.store.rooms()) {
-      if (membership.ownerOf(room) === self && this.d.needsTakeOver?.(room) !== true) this.want(room);
+      if (membership.ownerOf(room) === self && this.d.settling?.(room) !== true) this.want(room);
     }
   }
 

@@ -20,7 +20,7 @@ export { restoreRoom, type RestoreProgress, type RestoreResult } from "./room-re
 export type { CheckpointRecord, RoomHeads } from "./room-store.js";
 export { RoomRebuilder, RoomUnavailableError, type RebuildProgress } from "./room-rebuilder.js";
 export { ClusterMapStore, MapConflictError, MAP_KEY, parseClusterMap, encodeClusterMap, type VersionedMap } from "./cluster-map-store.js";
-export { LeaseKeeper, LeaseWatcher, leaseKey, type LeaseOptions } from "./leases.js";
+export { LeaseKeeper, LeaseWatcher, leaseKey, readLease, type LeaseOptions } from "./leases.js";
 export {
   decide as decideReplicaItem,
   ReplicaStatus,

@@ -19,6 +19,8 @@ export interface LeaseOptions {
   readonly marginMs: number;
   readonly renewEveryMs: number;
   readonly clock?: () => number;
+  /** Written into the lease with every renewal, for peers that outlive the holder (e.g. its durability mode). */
+  readonly details?: Readonly<Record<string, string>>;
 }
 
 export class LeaseKeeper {
@@ -52,7 +54,8 @@ export class LeaseKeeper {
     const wasValid = this.valid;
     const sentAt = this.clock();
     try {
-      await this.objects.put(leaseKey(this.node), Buffer.from(JSON.stringify({ node: this.node, renewedAt: Date.now(), ttlMs: this.options.ttlMs })));
+      const lease = { ...this.options.details, node: this.node, renewedAt: Date.now(), ttlMs: this.options.ttlMs };
+      await this.objects.put(leaseKey(this.node), Buffer.from(JSON.stringify(lease)));
       this.lastRenewalSentAt = sentAt;
       this.failures = 0;
     } catch {
@@ -84,6 +87,18 @@ export class LeaseKeeper {
   async release(): Promise<void> {
     this.stop();
     await this.objects.delete(leaseKey(this.node)).catch(() => {});
+  }
+}
+
+/** What a node last wrote in its lease (its `details` included), or undefined when there is none or it is unreadable. */
+export async function readLease(objects: ObjectStore, node: string): Promise<Record<string, unknown> | undefined> {
+  const obj = await objects.get(leaseKey(node));
+  if (obj === undefined) return undefined;
+  try {
+    const lease: unknown = JSON.parse(obj.body.toString("utf8"));
+    return typeof lease === "object" && lease !== null ? (lease as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
   }
 }
 

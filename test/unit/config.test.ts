@@ -27,7 +27,14 @@ describe("node config", () => {
     expect(parseNodeConfig({ id: "n1", peers, "object-store": "rel/objects" }, {}).objectStore).to.equal(resolve("rel/objects"));
   });
 
+  it("takes --durability local (default) or replicated, also from FRACTAL_DURABILITY", () => {
+    expect(parseNodeConfig({ id: "n1", peers }, {}).durability).to.equal("local");
+    expect(parseNodeConfig({ id: "n1", peers }, { FRACTAL_DURABILITY: "replicated" }).durability).to.equal("replicated");
+    expect(parseNodeConfig({ id: "n1", peers, durability: "local" }, { FRACTAL_DURABILITY: "replicated" }).durability).to.equal("local");
+  });
+
   const bad: [string, Record<string, string>, RegExp][] = [
+    ["an unknown durability mode", { id: "n1", peers, durability: "paranoid" }, /--durability must be local or replicated/],
     ["a missing id", { peers }, /--id/],
     ["a bad port", { id: "n1", peers, "http-port": "99999" }, /--http-port/],
     ["a non-numeric port", { id: "n1", peers, "grpc-port": "abc" }, /--grpc-port/],

@@ -194,9 +194,6 @@ describe("replicated durability (in-process, in-memory transport)", () => {
     const many = Array.from({ length: 5001 }, () => good);
     const err = await service.replicate({ node: "n1", epoch: 1 }, many).catch((e: unknown) => e);
     expect(err).to.have.property("code", "bad_request");
-    // A node running local durability keeps no copies and says so.
-    const local = new ReplicaService({ self: replica, membership: c.nodes.get(replica)!.membership, store: undefined });
-    expect(await local.replicate({ node: "n1", epoch: 1 }, [good]).catch((e: unknown) => e)).to.have.property("code", "unavailable");
   });
 
   it("failover: the replica becomes the owner and continues after its copy (nothing acknowledged lost, no seq skipped)", async () => {
@@ -223,5 +220,18 @@ describe("replicated durability (in-process, in-memory transport)", () => {
     expect(b.replicas.record(room), "the used copy is dropped").to.equal(undefined);
     // A second failover attempt finds no copy: it falls back to the backlog skip.
     expect(await failover.continueFromCopy(room, "n1", change.epoch)).to.equal(undefined);
+  });
+
+  it("failover: a copy is not used when the dead owner's last run acknowledged alone (--durability local)", async () => {
+    const c = cluster(mapAt(1, ALL));
+    const n1 = c.nodes.get("n1")!;
+    const { room, replica } = roomOf(n1.membership, "n1");
+    for (let k = 1; k <= 3; k++) await n1.rooms.get(room).send({ user: "alice", id: `m${k}`, text: `t${k}` });
+    c.down.add("n1");
+    await c.change(mapAt(2, { ...ALL, n1: "down" }));
+    const b = c.nodes.get(replica)!;
+    const failover = new ReplicaFailover({ self: replica, membership: b.membership, replicas: b.replicas, store: b.store, log, replicatedOwner: async () => false });
+    expect(await failover.continueFromCopy(room, "n1", 2)).to.equal(undefined);
+    expect(b.store.head(room)).to.equal(0);
   });
 });
