@@ -5,6 +5,7 @@
  * head + 1, without the checkpoint-backlog skip that `local` durability needs (run here too, for comparison).
  * A dead replica makes its rooms' sends `unavailable` until the map marks it down, then they go through.
  */
+import Database from "better-sqlite3";
 import { expect } from "chai";
 import { readFileSync } from "node:fs";
 import path from "node:path";
@@ -19,7 +20,6 @@ import {
   send,
   fullHistory,
   http,
-  roomOwnedBy,
   session,
   sleep,
   startCluster,
@@ -161,8 +161,19 @@ async function clusterMap(c: TestCluster, i: number): Promise<ClusterMap> {
  * watcher through n2 (reconnects elsewhere with since) and one through n1; kill -9 n2 and never restart it.
  */
 async function killOwnerUnderLoad(c: TestCluster, tag: string) {
+  // Rooms owned by n2: two replicated to n1, two to n3.
+  const ring = new Ring(await clusterMap(c, 0));
   const rooms: string[] = [];
-  for (let k = 0; k < 4; k++) rooms.push(await roomOwnedBy(c, "n2", `${tag}${k}`));
+  for (const replica of ["n1", "n1", "n3", "n3"]) {
+    for (let i = 0; ; i++) {
+      const room = uniqueRoom(`${tag}${rooms.length}`);
+      const [owner, next] = ring.successors(room, 2);
+      if (owner === "n2" && next === replica) {
+        rooms.push(room);
+        break;
+      }
+    }
+  }
   const watchers = [
     watcher([c.node(1).httpUrl, c.node(0).httpUrl], await session(c.node(1).httpUrl, uniqueUser("w2")), rooms),
     watcher([c.node(0).httpUrl], await session(c.node(0).httpUrl, uniqueUser("w1")), rooms),
@@ -203,9 +214,48 @@ async function killOwnerUnderLoad(c: TestCluster, tag: string) {
   return { rooms, load, watchers, histories, checkpointed, killedAt, ackedBeforeKill, atRisk, lost, token };
 }
 
+/**
+ * Fault injection: commits the dead owner made that its replica never confirmed (never acknowledged, never
+ * shown), appended to its SQLite file: the state a kill between its commit and its replica's answer leaves.
+ */
+function appendUnconfirmedCommits(c: TestCluster, node: string, rooms: readonly string[], count: number): void {
+  const db = new Database(path.join(c.node(c.indexOf(node)).dataDir, "rooms.db"));
+  try {
+    db.transaction(() => {
+      for (const room of rooms) {
+        const head = db.prepare<[string], { head: number }>("SELECT head FROM rooms WHERE room = ?").get(room)?.head ?? 0;
+        for (let k = 1; k <= count; k++) {
+          db.prepare("INSERT INTO messages (room, seq, id, user, text, ts) VALUES (?, ?, ?, ?, ?, ?)").run(room, head + k, `unconfirmed-${k}`, "ghost", "never acknowledged", Date.now());
+        }
+        db.prepare("UPDATE rooms SET head = ? WHERE room = ?").run(head + count, room);
+      }
+    })();
+  } finally {
+    db.close();
+  }
+}
+
+/** Rows of the dead node's own SQLite file that differ from the room's history (committed, never confirmed). */
+function divergentRows(c: TestCluster, node: string, histories: Map<string, ChatMessage[]>): number {
+  const db = new Database(path.join(c.node(c.indexOf(node)).dataDir, "rooms.db"));
+  try {
+    let n = 0;
+    for (const [room, hist] of histories) {
+      const byseq = new Map(hist.map((m) => [m.seq, m.id]));
+      const rows = db.prepare<[string], { seq: number; id: string }>("SELECT seq, id FROM messages WHERE room = ?").all(room);
+      n += rows.filter((r) => byseq.get(r.seq) !== r.id).length;
+    }
+    return n;
+  } finally {
+    db.close();
+  }
+}
+
 describe("cluster: replicated durability, kill -9 of an owner under load", function () {
   this.timeout(180_000);
   let c: TestCluster;
+  /** The first test's rooms and their histories: later moves must never change them. */
+  let failedOver: Map<string, ChatMessage[]> | undefined;
   before(async function () {
     this.timeout(60_000);
     c = await startCluster({ nodes: 3, extraArgs: [...ARGS, "--durability", "replicated"] });
@@ -252,9 +302,16 @@ describe("cluster: replicated durability, kill -9 of an owner under load", funct
       expect(w.gaps, `watcher ${k}: gap events`).to.deep.equal([]);
       w.close();
     }
-    // n2 comes back with a wiped disk: it rejoins owning nothing, and the rooms read the same through it.
-    await c.restart(c.indexOf("n2"), { wipe: true });
+    // n2 comes back on its own disk, which may hold commits its replica never confirmed (never acknowledged,
+    // never shown; their seqs went to other messages): it rejoins owning nothing and never serves them.
+    const natural = divergentRows(c, "n2", r.histories);
+    appendUnconfirmedCommits(c, "n2", r.rooms, 3);
+    const divergent = divergentRows(c, "n2", r.histories);
+    process.stdout.write(`      rows of the dead owner's disk that are not the room's history: ${natural} left by the kill, ${divergent} with the injected ones\n`);
+    expect(divergent).to.be.at.least(r.rooms.length * 3);
+    await c.restart(c.indexOf("n2"));
     await waitUntil(async () => ((await clusterMap(c, 0)).nodes.find((n) => n.id === "n2")?.state === "joining" ? true : undefined), "n2 to rejoin", 15_000, 200);
+    failedOver = r.histories;
     for (const room of r.rooms) {
       const viaN2 = await fullHistory(c.node(c.indexOf("n2")).httpUrl, r.token, room);
       expect(viaN2.map((m) => `${m.seq}:${m.id}`), `${room} through the returned node`).to.deep.equal(r.histories.get(room)!.map((m) => `${m.seq}:${m.id}`));
@@ -264,7 +321,7 @@ describe("cluster: replicated durability, kill -9 of an owner under load", funct
   it("a dead replica: its rooms' sends are unavailable until the map marks it down, then succeed; other rooms never stop; nothing acknowledged is lost", async () => {
     // The first test left n2 back as `joining`; a rebalance makes the three nodes active again (in replicated
     // durability too: the moved rooms are handed off and their new replicas backfilled).
-    if (!c.isRunning(c.indexOf("n2"))) await c.restart(c.indexOf("n2"), { wipe: true });
+    if (!c.isRunning(c.indexOf("n2"))) await c.restart(c.indexOf("n2"));
     await waitUntil(async () => ((await clusterMap(c, 0)).nodes.find((n) => n.id === "n2")?.state !== "down" ? true : undefined), "n2 to rejoin", 15_000, 200);
     await admin(c.node(0).httpUrl, ["rebalance"]);
     const map3 = await waitUntil(async () => {
@@ -272,6 +329,14 @@ describe("cluster: replicated durability, kill -9 of an owner under load", funct
       return m.nodes.every((n) => n.state === "active") ? m : undefined;
     }, "all three nodes active", 30_000, 200);
     const ring3 = new Ring(map3);
+    // Rooms that moved back to n2 (its old, possibly diverged copy) read exactly as before, through every node.
+    const token0 = await c.token();
+    for (const [room, hist] of failedOver ?? []) {
+      for (const i of [0, 1, 2]) {
+        const now = await fullHistory(c.node(i).httpUrl, token0, room);
+        expect(now.map((m) => `${m.seq}:${m.id}`), `${room} via ${c.node(i).id} after the rebalance`).to.deep.equal(hist.map((m) => `${m.seq}:${m.id}`));
+      }
+    }
     // A room owned by n1 whose replica is n3, and one owned by n1 whose replica is n2.
     const pick = (replica: string) => {
       for (let i = 0; ; i++) {
