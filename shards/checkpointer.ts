@@ -17,6 +17,12 @@ export interface CheckpointerOptions {
   readonly intervalMs: number;
   /** Rooms checkpointed at once. */
   readonly concurrency?: number;
+  /**
+   * Timer rounds start their rooms spread over this long (default half the interval) instead of all at once: a
+   * burst of hundreds of segment and manifest writes every interval stalls the sends committing beside it (CPU,
+   * and fsyncs queueing in the filesystem's journal), which showed as a latency spike every second.
+   */
+  readonly spreadMs?: number;
   /** Largest segment, in messages; a room further behind gets several segments per round. */
   readonly maxSegmentMessages?: number;
   readonly clock?: () => number;
@@ -143,7 +149,8 @@ export class Checkpointer {
     if (this.ticking || this.dirty.size === 0 || this.clock() < this.backoffUntil) return;
     this.ticking = true;
     try {
-      const result = await this.round([...this.dirty.keys()]);
+      // Oldest dirty first (the map keeps the order rooms became dirty in), paced over the spread.
+      const result = await this.round([...this.dirty.keys()], false, this.o.spreadMs ?? this.o.intervalMs / 2);
       if (result.failed > 0) {
         this.backoffMs = Math.min(BACKOFF_MAX_MS, Math.max(BACKOFF_MIN_MS, this.backoffMs * 2));
         this.backoffUntil = this.clock() + this.backoffMs;
@@ -155,13 +162,17 @@ export class Checkpointer {
     }
   }
 
-  private async round(rooms: readonly string[], force = false): Promise<CheckpointRoundResult> {
+  private async round(rooms: readonly string[], force = false, spreadMs = 0): Promise<CheckpointRoundResult> {
     let messages = 0;
     let failed = 0;
     let next = 0;
+    const started = this.clock();
     const worker = async () => {
       while (next < rooms.length) {
-        const room = rooms[next++]!;
+        const index = next++;
+        const room = rooms[index]!;
+        const wait = started + (index * spreadMs) / rooms.length - this.clock();
+        if (wait > 1) await new Promise((r) => setTimeout(r, wait));
         if (!force && this.o.owns !== undefined && !this.o.owns(room)) {
           // Not ours any more: its new owner writes its chain now (after a handoff made it complete).
           this.forget(room);

@@ -240,6 +240,38 @@ describe("checkpointer", () => {
     expect(rebuilt.findSend("b", "u1", "id-7")?.seq).to.equal(7);
   });
 
+  it("spreads a timer round's rooms over the spread window (no burst every interval), while flush writes at once", async () => {
+    const { store: objects } = objectDir();
+    const chain = new CheckpointChain(objects, 60_000);
+    const local = new MemoryRoomStore();
+    const done = new Map<string, number>();
+    const cp = new Checkpointer({ store: local, chain, node: "n1", epoch: () => 1, intervalMs: 150, spreadMs: 400, onCheckpoint: (room) => done.set(room, performance.now()) });
+    const rooms = ["a", "b", "c", "d", "e"];
+    const dirty = () => {
+      for (const room of rooms) {
+        const from = local.head(room) + 1;
+        local.append(messages(room, from, from + 2));
+        cp.committed(messages(room, from, from + 2));
+      }
+    };
+    dirty();
+    const t0 = performance.now();
+    cp.start();
+    try {
+      while (done.size < rooms.length && performance.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 10));
+    } finally {
+      cp.stop();
+    }
+    const times = rooms.map((r) => done.get(r)!);
+    // Five rooms over 400 ms: one every 80 ms, in the order they became dirty; the last starts 320 ms after the first.
+    expect(times.every((t, i) => i === 0 || t > times[i - 1]!)).to.equal(true);
+    expect(times[4]! - times[0]!).to.be.greaterThan(250);
+    dirty();
+    const f0 = performance.now();
+    expect(await cp.flush()).to.deep.equal({ rooms: 5, messages: 15, failed: 0 });
+    expect(performance.now() - f0).to.be.lessThan(250);
+  });
+
   it("keeps serving and keeps rooms dirty while the store is down, then catches up with nothing lost", async () => {
     const { store: dirStore } = objectDir();
     const objects = new FaultyObjectStore(dirStore);
