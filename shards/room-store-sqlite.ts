@@ -83,6 +83,8 @@ export class SqliteRoomStore implements RoomStore {
   private readonly writer: Worker | undefined;
   private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
   private nextRequest = 0;
+  /** Bulk appends (restores) of this event-loop turn, sent as one transaction (see appendAsync). */
+  private bulkParts: { messages: readonly StoredMessage[]; resolve: () => void; reject: (err: unknown) => void }[] = [];
 
   constructor(file: string) {
     if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
@@ -186,7 +188,27 @@ export class SqliteRoomStore implements RoomStore {
   appendAsync(messages: readonly StoredMessage[], options?: { bulk?: boolean }): Promise<void> {
     if (this.writer === undefined) return Promise.resolve(this.append(messages));
     if (messages.length === 0) return Promise.resolve();
-    return this.request({ op: "append", messages, bulk: options?.bulk === true });
+    if (options?.bulk !== true) return this.request({ op: "append", messages, bulk: false });
+    // A rebuild restores many rooms at once, a segment per call: the segments of one turn share one transaction
+    // (the writer thread is the rebuild's bottleneck, and a transaction per small segment costs more than its rows).
+    return new Promise((resolve, reject) => {
+      if (this.bulkParts.length === 0) setImmediate(() => this.flushBulk());
+      this.bulkParts.push({ messages, resolve, reject });
+    });
+  }
+
+  /** Sends the pending bulk appends as one transaction; if it fails, each on its own (one bad segment fails alone). */
+  private flushBulk(): void {
+    const parts = this.bulkParts.splice(0);
+    if (parts.length === 0) return;
+    const send = (group: typeof parts) => this.post({ op: "append", messages: group.length === 1 ? group[0]!.messages : group.flatMap((p) => p.messages), bulk: true });
+    send(parts).then(
+      () => parts.forEach((p) => p.resolve()),
+      (err: unknown) => {
+        if (parts.length === 1) return parts[0]!.reject(err);
+        for (const p of parts) send([p]).then(p.resolve, p.reject);
+      },
+    );
   }
 
   /**
@@ -220,6 +242,12 @@ export class SqliteRoomStore implements RoomStore {
   }
 
   private request(msg: object): Promise<void> {
+    // Requests reach the writer in the order they were made: pending bulk appends go first.
+    this.flushBulk();
+    return this.post(msg);
+  }
+
+  private post(msg: object): Promise<void> {
     const writer = this.writer!;
     return new Promise((resolve, reject) => {
       const id = ++this.nextRequest;
