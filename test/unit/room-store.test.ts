@@ -42,6 +42,32 @@ describe("SqliteRoomStore", () => {
   });
 });
 
+describe("SqliteRoomStore bulk appends (restores)", () => {
+  it("commits the bulk appends of one turn together, and a bad one fails alone without taking the others down", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
+    dirs.push(dir);
+    const store = new SqliteRoomStore(join(dir, "rooms.db"));
+    const msgs = (room: string, from: number, to: number) =>
+      Array.from({ length: to - from + 1 }, (_, i) => ({ room, seq: from + i, id: `i${from + i}`, user: "u", text: `t${from + i}`, ts: from + i }));
+    // Same turn: a, b, a gap in c (seq 5 on an empty room) and d.
+    const results = await Promise.allSettled([
+      store.appendAsync(msgs("a", 1, 100), { bulk: true }),
+      store.appendAsync(msgs("b", 1, 50), { bulk: true }),
+      store.appendAsync(msgs("c", 5, 9), { bulk: true }),
+      store.appendAsync(msgs("d", 1, 3), { bulk: true }),
+    ]);
+    expect(results.map((r) => r.status)).to.deep.equal(["fulfilled", "fulfilled", "rejected", "fulfilled"]);
+    expect(["a", "b", "c", "d"].map((r) => store.head(r))).to.deep.equal([100, 50, 0, 3]);
+    // A request made after bulk appends reaches the writer after them (the skip sees b at 50, not 0).
+    const appended = store.appendAsync(msgs("b", 51, 60), { bulk: true });
+    await store.skipTo("b", 70);
+    await appended;
+    expect(store.head("b")).to.equal(70);
+    expect(store.history("b", { after: 55, limit: 3 }).map((m) => m.seq)).to.deep.equal([56, 57, 58]);
+    store.close();
+  });
+});
+
 describe("SqliteRoomStore on a corrupt file", () => {
   it("sets the file aside and starts empty instead of crashing", () => {
     const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
