@@ -42,6 +42,7 @@ import { ClusterAdmin, LocalAdmin } from "./admin.js";
 import { createAdminApi } from "./admin-api.js";
 import { Rebalancer } from "./rebalance.js";
 import { Replicator } from "./replicator.js";
+import { ReplicaRecovery } from "./replica-recovery.js";
 import { dropUnneededCopies, ReplicaService } from "./replica-service.js";
 import { ReplicaFailover } from "./replica-failover.js";
 
@@ -96,6 +97,9 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
   const lease = new LeaseKeeper(objects, config.id, { ...leaseOptions(config.leaseTtlMs), details: { durability: config.durability } }, (valid) =>
     valid ? log.info("lease renewed: accepting writes again") : log.error("lease not renewed in time: refusing writes (self-fenced)"),
   );
+  // How this node acknowledged before this start (its lease from then): whether its rooms' replicas hold
+  // everything it acknowledged, should its disk have been lost (node/replica-recovery.ts).
+  const wasReplicated = (await readLease(objects, config.id).catch(() => undefined))?.durability === "replicated";
   await lease.renew();
   // Renew from now on: a slow start (listing thousands of rooms) must not let the lease lapse.
   lease.start();
@@ -123,9 +127,21 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
   });
   // A node that stopped cleanly left its whole state in the chain; otherwise its disk may have held more.
   const cleanStop = await takeCleanStop(objects, config.id);
-  const rebuilder = new RoomRebuilder(store, chain, cleanStop ? 0 : config.checkpointBacklog, (room) =>
-    checkpointer.flush([room], { force: true }),
+  const rebuilder = new RoomRebuilder(
+    store,
+    chain,
+    cleanStop ? 0 : config.checkpointBacklog,
+    (room) => checkpointer.flush([room], { force: true }),
+    // Replicated durability: a room's replica holds what this node acknowledged after the chain.
+    config.durability === "replicated"
+      ? async (room, chainHead) => {
+          const head = await recovery.continueAfterRestore(room, chainHead);
+          if (head !== undefined && head > chainHead) checkpointer.markDirty(room);
+          return head;
+        }
+      : undefined,
   );
+  const recovery: ReplicaRecovery = new ReplicaRecovery({ self: config.id, membership, store, peers: { get: (node) => peers.get(node) }, log, wasReplicated });
   // Peers and clients can reach this node before it has listed the rooms it must rebuild: hold every room.
   rebuilder.holdUntilStarted();
   const peers = new PeerPool(membership, config.forwardTimeoutMs, log);

@@ -7,7 +7,7 @@
  * room's replica (the next node on the ring); a deposed owner gets wrong_owner and learns the new map. The
  * copy itself refuses an older epoch than the one that last wrote it (shards/replica-store.ts).
  */
-import { FractalError, NODE_ID_PATTERN, ReplicaStatus, type ReplicaItem, type ReplicaStore } from "../shards/index.js";
+import { FractalError, NODE_ID_PATTERN, ReplicaStatus, type ReplicaItem, type ReplicaStore, type StoredMessage } from "../shards/index.js";
 import { USER_NAME_PATTERN } from "./auth.js";
 import type { Membership } from "./membership.js";
 import { checkRoomId, MAX_SEND_ID_LENGTH } from "./protocol.js";
@@ -85,7 +85,45 @@ export class ReplicaService {
     });
     return answers;
   }
+
+  /**
+   * The copy of a room for its owner, which starts on a lost disk (node/replica-recovery.ts): the record and
+   * up to `limit` rows after `after`. Only the room's owner under this node's map may read it, and only while
+   * this node is the room's replica: anyone else gets wrong_owner.
+   */
+  async copy(caller: Caller, room: string, after: number, limit: number): Promise<ReplicaCopy> {
+    const { store, membership, self } = this.d;
+    if (!NODE_ID_PATTERN.test(caller.node) || !Number.isSafeInteger(caller.epoch) || caller.epoch < 1) throw new FractalError("bad_request", "bad caller");
+    checkRoomId(room);
+    if (!Number.isSafeInteger(after) || after < 0) throw new FractalError("bad_request", "bad after");
+    if (caller.epoch > membership.epoch) await membership.refresh().catch(() => undefined);
+    const [owner, replica] = membership.ring.successors(room, 2);
+    if (owner !== caller.node || replica !== self) {
+      throw new FractalError("wrong_owner", `at epoch ${membership.epoch} room ${room} is owned by ${owner ?? "no node"} with replica ${replica ?? "none"}`, {
+        epoch: membership.epoch,
+      });
+    }
+    // Every Replicate call accepted so far is in the rows.
+    await store.settled();
+    const record = store.record(room);
+    if (record === undefined) return { found: false, owner: "", epoch: 0, head: 0, checkpointed: 0, messages: [] };
+    const rows = store.messages(room, after, Math.max(1, Math.min(MAX_COPY_MESSAGES, Math.floor(limit) || MAX_COPY_MESSAGES)));
+    return { found: true, owner: record.owner, epoch: record.epoch, head: record.head, checkpointed: record.checkpointed, messages: rows };
+  }
 }
+
+/** A room's replica copy as its owner reads it back (ReplicaCopyReply in proto/fractal.proto). */
+export interface ReplicaCopy {
+  readonly found: boolean;
+  readonly owner: string;
+  readonly epoch: number;
+  readonly head: number;
+  readonly checkpointed: number;
+  readonly messages: readonly StoredMessage[];
+}
+
+/** Rows per ReplicaCopy reply: well inside the peer message limit with the longest texts. */
+export const MAX_COPY_MESSAGES = 2000;
 
 /**
  * Drops the copies this node no longer needs after a map change: rooms it neither owns nor is the replica of.

@@ -51,6 +51,11 @@ export class RoomRebuilder {
     private readonly backlog = 0,
     /** Records a skip in the chain before the room opens (so the backlog bound starts from zero again). */
     private readonly saveSkip: (room: string) => Promise<unknown> = async () => {},
+    /**
+     * Replicated durability: continues a restored room from its replica's copy of what this node acknowledged
+     * after the chain. Returns the new head, or undefined when the backlog must be skipped; throws to retry.
+     */
+    private readonly continueFromReplica?: (room: string, chainHead: number) => Promise<number | undefined>,
   ) {}
 
   /**
@@ -72,7 +77,7 @@ export class RoomRebuilder {
     options: { concurrency?: number; onProgress?: (p: RebuildProgress) => void; onError?: (room: string, err: unknown) => void } = {},
   ): Promise<{ rooms: number; done: Promise<RebuildProgress> }> {
     const rooms = (await this.chain.rooms()).filter(owns);
-    const queue = rooms.map((room) => ({ room, gate: this.gate(room) }));
+    const queue = rooms.map((room) => ({ room, gate: this.gate(room), restored: false }));
     this.starting = false;
     this.releaseListed();
     let roomsDone = 0;
@@ -82,11 +87,17 @@ export class RoomRebuilder {
         for (let delay = RETRY_MIN_MS; !this.stopped; delay = Math.min(RETRY_MAX_MS, delay * 2)) {
           try {
             const manifest = await this.chain.read(item.room);
-            if (manifest !== undefined && manifest.manifest.head > this.store.head(item.room)) {
-              const { restored } = await restoreRoom(this.store, this.chain, item.room, manifest);
-              messages += restored;
-              // The lost disk may have held acknowledged seqs beyond the chain: never give them out again.
-              if (this.backlog > 0) {
+            // `restored`: an attempt restored the rows and then failed (asking the replica): finish it.
+            if (manifest !== undefined && (item.restored || manifest.manifest.head > this.store.head(item.room))) {
+              if (!item.restored) {
+                const { restored } = await restoreRoom(this.store, this.chain, item.room, manifest);
+                messages += restored;
+                item.restored = true;
+              }
+              // The lost disk may have held acknowledged seqs beyond the chain: take them from the room's replica,
+              // or never give them out again.
+              const continued = this.backlog > 0 ? await this.continueFromReplica?.(item.room, manifest.manifest.head) : undefined;
+              if (this.backlog > 0 && continued === undefined) {
                 await this.store.skipTo(item.room, manifest.manifest.head + this.backlog);
                 await this.saveSkip(item.room);
               }

@@ -18,6 +18,7 @@ import type { AdminApi, NodeStatus, StatusQuery } from "../admin.js";
 import type { Logger } from "../log.js";
 import type { Caller, JoinResult, OwnerApi, OwnerEvents, RoomInfo } from "../room-api.js";
 import type { ReplicaAnswer, ReplicaPeer } from "../replicator.js";
+import type { ReplicaCopy } from "../replica-service.js";
 import type { CopyEnd, Handoff } from "../transfer.js";
 import { MAX_PEER_MESSAGE_BYTES } from "./server.js";
 import { fromServiceError } from "./status.js";
@@ -168,6 +169,12 @@ export class PeerLink implements OwnerApi, OwnerEvents, AdminApi, ReplicaPeer {
   async handoff(caller: Caller, room: string, copy: CopyEnd): Promise<Handoff> {
     const r = await this.call(this.client.handoff, { caller, room, ...copy });
     return { head: r.head, tail: r.tailSent ? r.tail.map((m) => ({ ...m, room })) : undefined, checkpointed: r.checkpointed };
+  }
+
+  /** Reads this node's replica copy of a room back (its owner, starting on a lost disk). */
+  async replicaCopy(caller: Caller, room: string, after: number, limit: number): Promise<ReplicaCopy> {
+    const r = await this.call(this.client.replicaCopy, { caller, room, after, limit });
+    return { ...r, messages: r.messages.map((m) => ({ ...m, room })) };
   }
 
   /** Ships rooms' messages to this node as their replica (replicated durability); one answer per room. */

@@ -165,6 +165,10 @@ export function peerImplementation(deps: PeerServerDeps): PeerServer {
       const answers = await deps.replicas.replicate(caller(req.caller), req.rooms);
       return { rooms: answers.map((a) => ({ status: a.status, head: a.head, errorMessage: a.message, epoch: a.epoch })) };
     }),
+    replicaCopy: unary("replicaCopy", async (req) => {
+      const c = await deps.replicas.copy(caller(req.caller), req.room, req.after, req.limit);
+      return { ...c, messages: c.messages.map((m) => ({ ...m, room: "" })) };
+    }),
     listRooms: unary("listRooms", async (req) => ({ rooms: await deps.admin.listRooms(caller(req.caller)) })),
     takeOver: (call) => {
       const req = call.request;

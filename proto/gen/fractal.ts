@@ -36,6 +36,25 @@ export const protobufFileName = "fractal.proto";
  * with the Fractal error code in the "fractal-code" trailer (see node/rpc/status.ts).
  */
 
+export interface ReplicaCopyRequest {
+  caller: Caller | undefined;
+  room: string;
+  after: number;
+  limit: number;
+}
+
+export interface ReplicaCopyReply {
+  /** False: this node holds no copy of the room. */
+  found: boolean;
+  /** The copy's record: who last brought it in sync, under which map epoch, and where it ends. */
+  owner: string;
+  epoch: number;
+  head: number;
+  /** Rows up to here were dropped (they are in object storage). */
+  checkpointed: number;
+  messages: ChatMessage[];
+}
+
 export interface ReplicateRequest {
   /** The owner, and the map epoch under which it owns the rooms and picked this node as their replica. */
   caller: Caller | undefined;
@@ -382,6 +401,276 @@ export interface Presence {
   /** "join" or "leave". */
   event: string;
 }
+
+function createBaseReplicaCopyRequest(): ReplicaCopyRequest {
+  return { caller: undefined, room: "", after: 0, limit: 0 };
+}
+
+export const ReplicaCopyRequest: MessageFns<ReplicaCopyRequest> = {
+  encode(message: ReplicaCopyRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.caller !== undefined) {
+      Caller.encode(message.caller, writer.uint32(10).fork()).join();
+    }
+    if (message.room !== "") {
+      writer.uint32(18).string(message.room);
+    }
+    if (message.after !== 0) {
+      writer.uint32(24).uint64(message.after);
+    }
+    if (message.limit !== 0) {
+      writer.uint32(32).uint32(message.limit);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplicaCopyRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplicaCopyRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.caller = Caller.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.room = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.after = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.limit = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReplicaCopyRequest {
+    return {
+      caller: isSet(object.caller) ? Caller.fromJSON(object.caller) : undefined,
+      room: isSet(object.room) ? globalThis.String(object.room) : "",
+      after: isSet(object.after) ? globalThis.Number(object.after) : 0,
+      limit: isSet(object.limit) ? globalThis.Number(object.limit) : 0,
+    };
+  },
+
+  toJSON(message: ReplicaCopyRequest): unknown {
+    const obj: any = {};
+    if (message.caller !== undefined) {
+      obj.caller = Caller.toJSON(message.caller);
+    }
+    if (message.room !== "") {
+      obj.room = message.room;
+    }
+    if (message.after !== 0) {
+      obj.after = Math.round(message.after);
+    }
+    if (message.limit !== 0) {
+      obj.limit = Math.round(message.limit);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReplicaCopyRequest>, I>>(base?: I): ReplicaCopyRequest {
+    return ReplicaCopyRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReplicaCopyRequest>, I>>(object: I): ReplicaCopyRequest {
+    const message = createBaseReplicaCopyRequest();
+    message.caller = (object.caller !== undefined && object.caller !== null)
+      ? Caller.fromPartial(object.caller)
+      : undefined;
+    message.room = object.room ?? "";
+    message.after = object.after ?? 0;
+    message.limit = object.limit ?? 0;
+    return message;
+  },
+};
+
+function createBaseReplicaCopyReply(): ReplicaCopyReply {
+  return { found: false, owner: "", epoch: 0, head: 0, checkpointed: 0, messages: [] };
+}
+
+export const ReplicaCopyReply: MessageFns<ReplicaCopyReply> = {
+  encode(message: ReplicaCopyReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.found !== false) {
+      writer.uint32(8).bool(message.found);
+    }
+    if (message.owner !== "") {
+      writer.uint32(18).string(message.owner);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(24).uint64(message.epoch);
+    }
+    if (message.head !== 0) {
+      writer.uint32(32).uint64(message.head);
+    }
+    if (message.checkpointed !== 0) {
+      writer.uint32(40).uint64(message.checkpointed);
+    }
+    for (const v of message.messages) {
+      ChatMessage.encode(v!, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplicaCopyReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplicaCopyReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.found = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.owner = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.head = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.checkpointed = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.messages.push(ChatMessage.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReplicaCopyReply {
+    return {
+      found: isSet(object.found) ? globalThis.Boolean(object.found) : false,
+      owner: isSet(object.owner) ? globalThis.String(object.owner) : "",
+      epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
+      head: isSet(object.head) ? globalThis.Number(object.head) : 0,
+      checkpointed: isSet(object.checkpointed) ? globalThis.Number(object.checkpointed) : 0,
+      messages: globalThis.Array.isArray(object?.messages)
+        ? object.messages.map((e: any) => ChatMessage.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ReplicaCopyReply): unknown {
+    const obj: any = {};
+    if (message.found !== false) {
+      obj.found = message.found;
+    }
+    if (message.owner !== "") {
+      obj.owner = message.owner;
+    }
+    if (message.epoch !== 0) {
+      obj.epoch = Math.round(message.epoch);
+    }
+    if (message.head !== 0) {
+      obj.head = Math.round(message.head);
+    }
+    if (message.checkpointed !== 0) {
+      obj.checkpointed = Math.round(message.checkpointed);
+    }
+    if (message.messages?.length) {
+      obj.messages = message.messages.map((e) => ChatMessage.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReplicaCopyReply>, I>>(base?: I): ReplicaCopyReply {
+    return ReplicaCopyReply.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReplicaCopyReply>, I>>(object: I): ReplicaCopyReply {
+    const message = createBaseReplicaCopyReply();
+    message.found = object.found ?? false;
+    message.owner = object.owner ?? "";
+    message.epoch = object.epoch ?? 0;
+    message.head = object.head ?? 0;
+    message.checkpointed = object.checkpointed ?? 0;
+    message.messages = object.messages?.map((e) => ChatMessage.fromPartial(e)) || [];
+    return message;
+  },
+};
 
 function createBaseReplicateRequest(): ReplicateRequest {
   return { caller: undefined, rooms: [] };
@@ -5116,6 +5405,20 @@ export const PeerService = {
     responseSerialize: (value: ReplicateReply): Buffer => Buffer.from(ReplicateReply.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReplicateReply => ReplicateReply.decode(value),
   },
+  /**
+   * Asked of a room's replica by the room's owner when it starts on a lost disk (before its lease expired, so
+   * nobody failed it over): the copy's record and its rows after `after` (at most `limit`), so the owner can
+   * continue after everything it acknowledged instead of skipping the checkpoint backlog.
+   */
+  replicaCopy: {
+    path: "/fractal.v1.Peer/ReplicaCopy" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReplicaCopyRequest): Buffer => Buffer.from(ReplicaCopyRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReplicaCopyRequest => ReplicaCopyRequest.decode(value),
+    responseSerialize: (value: ReplicaCopyReply): Buffer => Buffer.from(ReplicaCopyReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReplicaCopyReply => ReplicaCopyReply.decode(value),
+  },
 } as const;
 
 export interface PeerServer extends UntypedServiceImplementation {
@@ -5173,6 +5476,12 @@ export interface PeerServer extends UntypedServiceImplementation {
    * answers where its copy ends and the owner sends from there.
    */
   replicate: handleUnaryCall<ReplicateRequest, ReplicateReply>;
+  /**
+   * Asked of a room's replica by the room's owner when it starts on a lost disk (before its lease expired, so
+   * nobody failed it over): the copy's record and its rows after `after` (at most `limit`), so the owner can
+   * continue after everything it acknowledged instead of skipping the checkpoint backlog.
+   */
+  replicaCopy: handleUnaryCall<ReplicaCopyRequest, ReplicaCopyReply>;
 }
 
 export interface PeerClient extends Client {
@@ -5396,6 +5705,26 @@ export interface PeerClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReplicateReply) => void,
+  ): ClientUnaryCall;
+  /**
+   * Asked of a room's replica by the room's owner when it starts on a lost disk (before its lease expired, so
+   * nobody failed it over): the copy's record and its rows after `after` (at most `limit`), so the owner can
+   * continue after everything it acknowledged instead of skipping the checkpoint backlog.
+   */
+  replicaCopy(
+    request: ReplicaCopyRequest,
+    callback: (error: ServiceError | null, response: ReplicaCopyReply) => void,
+  ): ClientUnaryCall;
+  replicaCopy(
+    request: ReplicaCopyRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReplicaCopyReply) => void,
+  ): ClientUnaryCall;
+  replicaCopy(
+    request: ReplicaCopyRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReplicaCopyReply) => void,
   ): ClientUnaryCall;
 }
 

@@ -408,6 +408,67 @@ describe("cluster: replicated durability, kill -9 of an owner under load", funct
   });
 });
 
+describe("cluster: replicated durability, an owner's disk lost and the node back before its lease expired", function () {
+  this.timeout(180_000);
+  let c: TestCluster;
+  before(async function () {
+    this.timeout(60_000);
+    // A long lease: the owner is back long before anybody could fail it over, so it rebuilds its own rooms.
+    c = await startCluster({ nodes: 3, extraArgs: ["--lease-ttl", "15s", "--checkpoint-interval", "2s", "--checkpoint-backlog", String(BACKLOG), "--durability", "replicated"] });
+  });
+  after(async () => {
+    await c?.stopAll();
+  });
+  afterEach(function () {
+    if (this.currentTest?.state === "failed") c.printLogTails(60);
+  });
+
+  it("takes what it acknowledged after the last checkpoint back from the replicas: nothing lost, no backlog skip", async () => {
+    const ring = new Ring(await clusterMap(c, 0));
+    const rooms: string[] = [];
+    for (let i = 0; rooms.length < 3; i++) {
+      const room = uniqueRoom(`wipe${i}`);
+      if (ring.owner(room) === "n2") rooms.push(room);
+    }
+    const load = await startLoad(c, [0, 2], rooms, "wipe");
+    await sleep(3500);
+    const checkpointed = new Map(rooms.map((r) => [r, manifestHead(c, r)]));
+    const killedAt = Date.now();
+    const atRisk = load.acked.filter((a) => a.at <= killedAt && a.seq > checkpointed.get(a.room)!);
+    await c.kill9(c.indexOf("n2"));
+    await c.restart(c.indexOf("n2"), { wipe: true });
+    await waitUntil(
+      () => rooms.every((room) => load.acked.some((a) => a.room === room && a.at > killedAt + 200)),
+      "every room written after the restart",
+      30_000,
+      100,
+    );
+    await sleep(1000);
+    await load.stop();
+    const map = await clusterMap(c, 0);
+    const token = await c.token();
+    const histories = new Map<string, ChatMessage[]>();
+    for (const room of rooms) histories.set(room, await fullHistory(c.node(0).httpUrl, token, room));
+    const lost = load.acked.filter((a) => histories.get(a.room)!.find((m) => m.seq === a.seq)?.id !== a.id);
+    const log = readFileSync(c.node(c.indexOf("n2")).logFile, "utf8");
+    const continued = log.split("\n").filter((l) => l.includes("room continued from its replica's copy after the lost disk")).length;
+    process.stdout.write(
+      `      wiped-owner report: ${JSON.stringify({ acked: load.acked.length, ackedAfterLastCheckpointBeforeKill: atRisk.length, lost: lost.length, roomsContinuedFromCopy: continued, n2: map.nodes.find((n) => n.id === "n2")?.state, heads: rooms.map((r) => histories.get(r)!.at(-1)?.seq ?? 0) })}\n`,
+    );
+    // The path under test: n2 was never failed over, it rebuilt its own rooms from the chain and the replicas.
+    expect(map.nodes.find((n) => n.id === "n2")?.state).to.equal("active");
+    for (const room of rooms) expect(new Ring(map).owner(room)).to.equal("n2");
+    expect(atRisk.length, "messages acknowledged after the last checkpoint before the kill").to.be.greaterThan(0);
+    expect(continued, "rooms continued from a replica's copy").to.be.greaterThan(0);
+    expect(lost.map((a) => `${a.room}/${a.seq}/${a.id}`), "acknowledged messages lost").to.deep.equal([]);
+    for (const room of rooms) {
+      const seqs = histories.get(room)!.map((m) => m.seq);
+      expect(seqs, `${room}: contiguous from 1, no backlog skip`).to.deep.equal(Array.from({ length: seqs.length }, (_, i) => i + 1));
+      expect(new Set(histories.get(room)!.map((m) => m.id)).size, `${room}: each id once`).to.equal(seqs.length);
+    }
+  });
+});
+
 describe("cluster: replicated durability on a single node (degraded)", function () {
   this.timeout(60_000);
   let c: TestCluster;
