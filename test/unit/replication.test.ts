@@ -10,6 +10,8 @@ import { pino } from "pino";
 import { Membership } from "../../node/membership.js";
 import { ReplicaFailover } from "../../node/replica-failover.js";
 import { ReplicaService, type ReplicaRoomRequest } from "../../node/replica-service.js";
+import { ReplicaRecovery } from "../../node/replica-recovery.js";
+import type { Caller } from "../../node/room-api.js";
 import { Replicator, type ReplicaPeer } from "../../node/replicator.js";
 import {
   FractalError,
@@ -194,6 +196,58 @@ describe("replicated durability (in-process, in-memory transport)", () => {
     const many = Array.from({ length: 5001 }, () => good);
     const err = await service.replicate({ node: "n1", epoch: 1 }, many).catch((e: unknown) => e);
     expect(err).to.have.property("code", "bad_request");
+  });
+
+  it("reads a copy back for the room's owner only (lost disk), refusing garbage and other callers", async () => {
+    const c = cluster(mapAt(1, ALL));
+    const n1 = c.nodes.get("n1")!;
+    const { room, replica } = roomOf(n1.membership, "n1", "copy");
+    for (let i = 1; i <= 5; i++) await n1.rooms.get(room).send({ user: "u", id: `m${i}`, text: `t${i}` });
+    const service = c.nodes.get(replica)!.service;
+    const copy = await service.copy({ node: "n1", epoch: 1 }, room, 2, 100);
+    expect(copy).to.include({ found: true, owner: "n1", epoch: 1, head: 5 });
+    expect(copy.messages.map((m) => m.seq)).to.deep.equal([3, 4, 5]);
+    expect((await service.copy({ node: "n1", epoch: 1 }, "room-without-copy", 0, 10)).found).to.equal(false);
+    const other = ["n2", "n3"].find((n) => n !== replica)!;
+    for (const [caller, r, after] of [
+      [{ node: other, epoch: 1 }, room, 0],
+      [{ node: "n1", epoch: 1 }, "BAD ROOM", 0],
+      [{ node: "n1", epoch: 1 }, room, -1],
+      [{ node: "n1", epoch: 1 }, room, Number.NaN],
+      [{ node: "bad node!", epoch: 1 }, room, 0],
+      [{ node: "n1", epoch: 0 }, room, 0],
+    ] as const) {
+      const err = await service.copy(caller, r, after, 10).catch((e: unknown) => e);
+      expect(err, JSON.stringify([caller, r, after])).to.be.instanceOf(FractalError);
+      expect((err as FractalError).code).to.be.oneOf(["bad_request", "wrong_owner"]);
+    }
+  });
+
+  it("lost disk: the owner continues from a trusted copy, and skips the backlog for an untrusted one", async () => {
+    const c = cluster(mapAt(1, ALL));
+    const n1 = c.nodes.get("n1")!;
+    const { room, replica } = roomOf(n1.membership, "n1", "lost");
+    for (let i = 1; i <= 6; i++) await n1.rooms.get(room).send({ user: "u", id: `m${i}`, text: `t${i}` });
+    // The restarted owner's store: the chain restored up to seq 2 (the copy was told nothing was checkpointed).
+    const fresh = new MemoryRoomStore();
+    fresh.append(n1.store.history(room, { after: 0, limit: 2 }));
+    const peers = { get: (to: string) => ({ replicaCopy: (caller: Caller, r: string, after: number, limit: number) => c.nodes.get(to)!.service.copy(caller, r, after, limit) }) };
+    const recovery = (wasReplicated: boolean, store = fresh) => new ReplicaRecovery({ self: "n1", membership: n1.membership, store, peers, log, wasReplicated });
+    expect(await recovery(false).continueAfterRestore(room, 2), "previous run acknowledged alone").to.equal(undefined);
+    expect(await recovery(true).continueAfterRestore(room, 2)).to.equal(6);
+    expect(fresh.history(room, { after: 0, limit: 10 }).map((m) => m.id)).to.deep.equal(["m1", "m2", "m3", "m4", "m5", "m6"]);
+    // A chain of another history at the junction: not trusted.
+    const other = new MemoryRoomStore();
+    other.append([{ room, seq: 1, id: "m1", user: "u", text: "t1", ts: 1 }, { room, seq: 2, id: "not-m2", user: "u", text: "x", ts: 2 }]);
+    expect(await recovery(true, other).continueAfterRestore(room, 2)).to.equal(undefined);
+    // The owner comes back to a newer map than the copy's record (another replica may have been asked meanwhile).
+    const newer = mapAt(2, { ...ALL, n4: "joining" });
+    const later = new MemoryRoomStore();
+    later.append(n1.store.history(room, { after: 0, limit: 2 }));
+    const atEpoch2 = new ReplicaRecovery({ self: "n1", membership: new Membership("n1", newer, async () => newer), store: later, peers, log, wasReplicated: true });
+    expect(c.nodes.get(replica)!.replicas.record(room)?.epoch).to.equal(1);
+    expect(await atEpoch2.continueAfterRestore(room, 2)).to.equal(undefined);
+    expect(later.head(room)).to.equal(2);
   });
 
   it("failover: the replica becomes the owner and continues after its copy (nothing acknowledged lost, no seq skipped)", async () => {
