@@ -100,6 +100,22 @@ export class Membership {
     return undefined;
   }
 
+  /**
+   * Whether the newest map change can have given `node` rooms. Consistent hashing only ever moves rooms to nodes
+   * that joined a ring: unless `node` itself became an owner, an owner or region left, or a room's home was
+   * pinned elsewhere, `node` only lost rooms (a rebalance that adds nodes), and nothing needs listing.
+   */
+  mayHaveGained(node: string): boolean {
+    const t = this.history[this.history.length - 1];
+    if (t === undefined) return false;
+    const before = new Set(t.previous.nodeIds);
+    if (!before.has(node) && t.next.nodeIds.includes(node)) return true;
+    const after = new Set(t.next.nodeIds);
+    if ([...before].some((n) => !after.has(n))) return true;
+    if (t.previous.regions.some((r) => !t.next.regions.includes(r))) return true;
+    return JSON.stringify(t.previous.pins) !== JSON.stringify(t.next.pins);
+  }
+
   onChange(listener: MapListener): void {
     this.listeners.push(listener);
   }

@@ -314,7 +314,11 @@ export class OwnershipTransfer {
     // switch, while their takeovers were waiting on this node (pause p50 160-250 ms then, 50-80 ms after).
     const unsaved = lost.filter((room) => rooms.store.head(room) > (rooms.store.checkpointOf(room)?.seq ?? 0));
     if (unsaved.length > 0) await checkpointer.flush(unsaved, { force: true }).catch(() => undefined);
-    const gained = (await chain.rooms()).filter((room) => membership.ownerOf(room) === this.d.self && this.needsTakeOver(room));
+    // Listing every chain costs a walk of the whole store: only when this change can have given us rooms (a
+    // rebalance that adds a node gives the others none, and all of them listed 10,000 rooms at its busiest moment).
+    const gained = membership.mayHaveGained(this.d.self)
+      ? (await chain.rooms()).filter((room) => membership.ownerOf(room) === this.d.self && this.needsTakeOver(room))
+      : [];
     let next = 0;
     const worker = async () => {
       while (next < gained.length) {

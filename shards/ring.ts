@@ -34,6 +34,11 @@ export class Ring {
     }
   }
 
+  /** Rooms pinned to a home region by the map (`fractal admin move-room`). */
+  get pins(): Readonly<Record<string, string>> {
+    return this.homes;
+  }
+
   /** The room's home region: pinned by the map, or picked by the ring of regions. */
   region(room: string): string | undefined {
     const pinned = this.homes[room];

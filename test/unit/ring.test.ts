@@ -1,4 +1,5 @@
 import { expect } from "chai";
+import { Membership } from "../../node/membership.js";
 import { mapFromPeers, Ring, type ClusterMap } from "../../shards/index.js";
 
 function mapOf(ids: string[], epoch = 1): ClusterMap {
@@ -52,6 +53,38 @@ describe("ring", () => {
     expect(ring.owner("anything")).to.equal("n1");
     expect(new Ring(mapOf(["a", "b", "c"])).successors("room", 2)).to.have.length(2);
     expect(new Ring({ epoch: 1, nodes: [] }).owner("x")).to.equal(undefined);
+  });
+});
+
+describe("membership: which map changes can give a node rooms", () => {
+  // Checked against the rings themselves: whenever a node gained a room, mayHaveGained must have said so.
+  const gainedAny = (before: ClusterMap, after: ClusterMap, node: string) => {
+    const a = new Ring(before);
+    const b = new Ring(after);
+    for (let i = 0; i < 5000; i++) if (a.owner(`r${i}`) !== node && b.owner(`r${i}`) === node) return true;
+    return false;
+  };
+  const cases: [string, ClusterMap, ClusterMap][] = [
+    ["a node joins", mapOf(["n1", "n2", "n3"]), mapOf(["n1", "n2", "n3", "n4"], 2)],
+    ["a node leaves", mapOf(["n1", "n2", "n3", "n4"]), mapOf(["n1", "n2", "n3"], 2)],
+    ["a room is pinned", mapOf(["n1", "n2", "n3"]), { ...mapOf(["n1", "n2", "n3"], 2), homes: { "r7": "local" } }],
+  ];
+  for (const [name, before, after] of cases) {
+    it(`${name}: says so for every node that gained rooms`, () => {
+      for (const node of ["n1", "n2", "n3", "n4"]) {
+        const m = new Membership(node, before);
+        m.update(after);
+        if (gainedAny(before, after, node)) expect(m.mayHaveGained(node), `${node} gained rooms`).to.equal(true);
+      }
+    });
+  }
+  it("a node joining gives only the joiner rooms: the others need not list the store", () => {
+    const m = new Membership("n1", mapOf(["n1", "n2", "n3"]));
+    m.update(mapOf(["n1", "n2", "n3", "n4"], 2));
+    expect(m.mayHaveGained("n1")).to.equal(false);
+    expect(m.mayHaveGained("n4")).to.equal(true);
+    m.update(mapOf(["n1", "n2", "n4"], 3));
+    expect(m.mayHaveGained("n1")).to.equal(true);
   });
 });
 
