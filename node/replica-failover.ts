@@ -87,6 +87,7 @@ function messageAt(store: RoomStore, room: string, seq: number): StoredMessage |
   return m?.seq === seq ? m : undefined;
 }
 
-function contiguous(rows: readonly StoredMessage[]): boolean {
+/** Whether the rows' seqs follow each other without a hole. */
+export function contiguous(rows: readonly StoredMessage[]): boolean {
   return rows.every((m, i) => i === 0 || m.seq === rows[i - 1]!.seq + 1);
 }

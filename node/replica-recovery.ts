@@ -17,7 +17,8 @@
  * cannot be asked right now makes the rebuild retry (the room stays gated), so a short blip does not turn
  * acknowledged messages into a gap.
  */
-import { FractalError, type RoomStore, type StoredMessage } from "../shards/index.js";
+import { FractalError, type RoomStore } from "../shards/index.js";
+import { contiguous } from "./replica-failover.js";
 import type { Logger } from "./log.js";
 import type { Membership } from "./membership.js";
 import type { ReplicaCopy } from "./replica-service.js";
@@ -97,8 +98,4 @@ export class ReplicaRecovery {
     }
     return undefined;
   }
-}
-
-function contiguous(rows: readonly StoredMessage[]): boolean {
-  return rows.every((m, i) => i === 0 || m.seq === rows[i - 1]!.seq + 1);
 }
