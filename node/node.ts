@@ -99,7 +99,8 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
   );
   // How this node acknowledged before this start (its lease from then): whether its rooms' replicas hold
   // everything it acknowledged, should its disk have been lost (node/replica-recovery.ts).
-  const wasReplicated = (await readLease(objects, config.id).catch(() => undefined))?.durability === "replicated";
+  const wasReplicated =
+    config.durability === "replicated" && (await readLease(objects, config.id).catch(() => undefined))?.durability === "replicated";
   await lease.renew();
   // Renew from now on: a slow start (listing thousands of rooms) must not let the lease lapse.
   lease.start();

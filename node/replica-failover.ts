@@ -11,7 +11,7 @@
  * owns nothing (it rejoins as `joining`), and a later move of the room to it replaces its diverged local copy
  * (the handoff matches copies by seq, id and ts).
  */
-import { replicaDistrust, type ReplicaStore, type RoomStore, type StoredMessage } from "../shards/index.js";
+import { contiguous, messageAt, replicaDistrust, type ReplicaStore, type RoomStore } from "../shards/index.js";
 import type { Logger } from "./log.js";
 import type { Membership } from "./membership.js";
 
@@ -79,15 +79,4 @@ export class ReplicaFailover {
       await replicas.drop(room).catch((err: unknown) => log.warn({ room, err: (err as Error).message }, "could not drop a used replica copy"));
     }
   }
-}
-
-function messageAt(store: RoomStore, room: string, seq: number): StoredMessage | undefined {
-  if (seq <= 0) return undefined;
-  const m = store.history(room, { after: seq - 1, limit: 1 })[0];
-  return m?.seq === seq ? m : undefined;
-}
-
-/** Whether the rows' seqs follow each other without a hole. */
-export function contiguous(rows: readonly StoredMessage[]): boolean {
-  return rows.every((m, i) => i === 0 || m.seq === rows[i - 1]!.seq + 1);
 }

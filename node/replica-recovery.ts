@@ -17,8 +17,7 @@
  * cannot be asked right now makes the rebuild retry (the room stays gated), so a short blip does not turn
  * acknowledged messages into a gap.
  */
-import { FractalError, type RoomStore } from "../shards/index.js";
-import { contiguous } from "./replica-failover.js";
+import { contiguous, FractalError, messageAt, type RoomStore } from "../shards/index.js";
 import type { Logger } from "./log.js";
 import type { Membership } from "./membership.js";
 import type { ReplicaCopy } from "./replica-service.js";
@@ -92,8 +91,8 @@ export class ReplicaRecovery {
     if (copy.epoch !== this.d.membership.epoch) return `the copy was synced at epoch ${copy.epoch}, the map is at ${this.d.membership.epoch}`;
     if (copy.checkpointed > chainHead) return `the copy starts after seq ${copy.checkpointed}, the chain ends at ${chainHead}`;
     const junction = copy.messages.find((m) => m.seq === chainHead);
-    const mine = chainHead > 0 ? this.d.store.history(room, { after: chainHead - 1, limit: 1 })[0] : undefined;
-    if (junction !== undefined && mine?.seq === chainHead && (junction.id !== mine.id || junction.ts !== mine.ts)) {
+    const mine = messageAt(this.d.store, room, chainHead);
+    if (junction !== undefined && mine !== undefined && (junction.id !== mine.id || junction.ts !== mine.ts)) {
       return `the copy's message at seq ${chainHead} is not the chain's`;
     }
     return undefined;

@@ -15,7 +15,7 @@
  *   bounded by the checkpoint interval — unless, with replicated durability, this node holds a trusted replica
  *   copy of the room (node/replica-failover.ts): then nothing acknowledged is lost and no seq is skipped.
  */
-import { FractalError, restoreRoom, type CheckpointChain, type Checkpointer, type OwnedRooms, type RoomRebuilder, type StoredMessage } from "../shards/index.js";
+import { FractalError, messageAt, restoreRoom, type CheckpointChain, type Checkpointer, type OwnedRooms, type RoomRebuilder, type StoredMessage } from "../shards/index.js";
 import type { Logger } from "./log.js";
 import type { Membership } from "./membership.js";
 import type { Caller } from "./room-api.js";
@@ -78,7 +78,6 @@ export class OwnershipTransfer {
   /** Room -> epoch of the map change this node last completed a takeover for. */
   private readonly settled = new Map<string, number>();
   private readonly inflight = new Map<string, Promise<TakeOverResult>>();
-  private tails: { tail: readonly StoredMessage[]; resolve: () => void; reject: (err: unknown) => void }[] = [];
 
   constructor(private readonly d: TransferDeps) {}
 
@@ -180,16 +179,9 @@ export class OwnershipTransfer {
   private copyEnd(room: string): CopyEnd {
     const store = this.d.rooms.store;
     const since = store.head(room);
-    const last = this.messageAt(room, since);
+    const last = messageAt(store, room, since);
     // A head without its message (a skip) cannot be matched: an empty id never matches, the old owner checkpoints.
     return last !== undefined ? { since, sinceId: last.id, sinceTs: last.ts } : { since, sinceId: "", sinceTs: 0 };
-  }
-
-  /** The local message with exactly this seq (none for 0 or a skipped seq). */
-  private messageAt(room: string, seq: number): StoredMessage | undefined {
-    if (seq <= 0) return undefined;
-    const m = this.d.rooms.store.history(room, { after: seq - 1, limit: 1 })[0];
-    return m?.seq === seq ? m : undefined;
   }
 
   /** Commits the handoff's tail after the local copy (durably: these messages were acknowledged). */
@@ -198,33 +190,12 @@ export class OwnershipTransfer {
     if (tail.length > 0 && tail[0]!.seq !== store.head(room) + 1) {
       throw new FractalError("internal", `room ${room}: handoff tail starts at ${tail[0]!.seq}, the local copy ends at ${store.head(room)}`);
     }
-    if (tail.length > 0) await this.appendGrouped(tail);
+    // Tails of takeovers running at once (a rebalance moves hundreds of rooms) share one transaction, like sends.
+    if (tail.length > 0) await (store.appendAsync ? store.appendAsync(tail, { grouped: true }) : store.append(tail));
     if (head > store.head(room)) await store.skipTo(room, head);
     // The checkpoint backlog counts from what the chain holds, which the old owner knows best.
     if (checkpointed > (store.checkpointOf(room)?.seq ?? 0)) store.setCheckpoint(room, { seq: checkpointed, version: "", at: Date.now() });
     return store.head(room);
-  }
-
-  /**
-   * Tails of takeovers running at once (a rebalance moves hundreds of rooms) are committed in one transaction,
-   * like sends: one fsync per turn instead of one per room. A failed group is retried room by room, so one bad
-   * tail cannot fail the others.
-   */
-  private appendGrouped(tail: readonly StoredMessage[]): Promise<void> {
-    const store = this.d.rooms.store;
-    const commit = (messages: readonly StoredMessage[]) => Promise.resolve(store.appendAsync?.(messages) ?? store.append(messages));
-    return new Promise((resolve, reject) => {
-      if (this.tails.length === 0) {
-        setImmediate(() => {
-          const group = this.tails.splice(0);
-          commit(group.flatMap((g) => g.tail)).then(
-            () => group.forEach((g) => g.resolve()),
-            () => group.forEach((g) => commit(g.tail).then(g.resolve, g.reject)),
-          );
-        });
-      }
-      this.tails.push({ tail, resolve, reject });
-    });
   }
 
   /**
@@ -245,7 +216,7 @@ export class OwnershipTransfer {
     if (manifest === undefined) return store.head(room);
     const localHead = store.head(room);
     const m = manifest.manifest;
-    const last = this.messageAt(room, localHead);
+    const last = messageAt(store, room, localHead);
     if (localHead === m.head && (m.head === 0 || last?.ts === m.headTs)) return localHead;
     // A copy from an earlier time of ownership may have diverged: replace it (after verifying the chain).
     const result = await restoreRoom(store, this.d.chain, room, manifest, { replace: localHead > 0 });
@@ -288,7 +259,7 @@ export class OwnershipTransfer {
     const store = this.d.rooms.store;
     if (copy.since > head || head - copy.since > MAX_TAIL_MESSAGES) return undefined;
     if (copy.since > 0 || copy.sinceId !== "") {
-      const mine = this.messageAt(room, copy.since);
+      const mine = messageAt(store, room, copy.since);
       if (mine === undefined || mine.id !== copy.sinceId || mine.ts !== copy.sinceTs) return undefined;
     }
     const tail = head === copy.since ? [] : store.history(room, { after: copy.since, limit: head - copy.since });

@@ -2,6 +2,7 @@ export * from "./errors.js";
 export * from "./cluster-map.js";
 export { Ring } from "./ring.js";
 export type { RoomStore, StoredMessage, HistoryQuery, SendRecord } from "./room-store.js";
+export { messageAt, contiguous } from "./room-store.js";
 export { SqliteRoomStore } from "./room-store-sqlite.js";
 export { MemoryRoomStore } from "./room-store-memory.js";
 export type { RoomEvent, RoomListener, PresenceChange } from "./room-event.js";

@@ -96,8 +96,7 @@ export class RoomRebuilder {
               }
               // The lost disk may have held acknowledged seqs beyond the chain: take them from the room's replica,
               // or never give them out again.
-              const continued = this.backlog > 0 ? await this.continueFromReplica?.(item.room, manifest.manifest.head) : undefined;
-              if (this.backlog > 0 && continued === undefined) {
+              if (this.backlog > 0 && (await this.continueFromReplica?.(item.room, manifest.manifest.head)) === undefined) {
                 await this.store.skipTo(item.room, manifest.manifest.head + this.backlog);
                 await this.saveSkip(item.room);
               }

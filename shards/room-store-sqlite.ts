@@ -83,8 +83,8 @@ export class SqliteRoomStore implements RoomStore {
   private readonly writer: Worker | undefined;
   private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
   private nextRequest = 0;
-  /** Bulk appends (restores) of this event-loop turn, sent as one transaction (see appendAsync). */
-  private bulkParts: { messages: readonly StoredMessage[]; resolve: () => void; reject: (err: unknown) => void }[] = [];
+  /** Grouped appends of this event-loop turn, sent as one transaction per kind (see appendAsync). */
+  private groupParts: { messages: readonly StoredMessage[]; bulk: boolean; resolve: () => void; reject: (err: unknown) => void }[] = [];
 
   constructor(file: string) {
     if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
@@ -185,30 +185,36 @@ export class SqliteRoomStore implements RoomStore {
     this.stmt.setHead.run(room, seq);
   }
 
-  appendAsync(messages: readonly StoredMessage[], options?: { bulk?: boolean }): Promise<void> {
+  appendAsync(messages: readonly StoredMessage[], options?: { bulk?: boolean; grouped?: boolean }): Promise<void> {
     if (this.writer === undefined) return Promise.resolve(this.append(messages));
     if (messages.length === 0) return Promise.resolve();
-    if (options?.bulk !== true) return this.request({ op: "append", messages, bulk: false });
-    // A rebuild restores many rooms at once, a segment per call: the segments of one turn share one transaction
-    // (the writer thread is the rebuild's bottleneck, and a transaction per small segment costs more than its rows).
+    const bulk = options?.bulk === true;
+    if (!bulk && options?.grouped !== true) return this.request({ op: "append", messages, bulk: false });
+    // Many rooms restored or taken over at once, a segment or a tail per call: the calls of one turn share one
+    // transaction (a rebuild's bottleneck is the writer thread; a takeover's, one fsync per room).
     return new Promise((resolve, reject) => {
-      if (this.bulkParts.length === 0) setImmediate(() => this.flushBulk());
-      this.bulkParts.push({ messages, resolve, reject });
+      if (this.groupParts.length === 0) setImmediate(() => this.flushGroups());
+      this.groupParts.push({ messages, bulk, resolve, reject });
     });
   }
 
-  /** Sends the pending bulk appends as one transaction; if it fails, each on its own (one bad segment fails alone). */
-  private flushBulk(): void {
-    const parts = this.bulkParts.splice(0);
+  /** Sends the pending grouped appends, one transaction per kind; a failed one is retried part by part. */
+  private flushGroups(): void {
+    const parts = this.groupParts.splice(0);
     if (parts.length === 0) return;
-    const send = (group: typeof parts) => this.post({ op: "append", messages: group.length === 1 ? group[0]!.messages : group.flatMap((p) => p.messages), bulk: true });
-    send(parts).then(
-      () => parts.forEach((p) => p.resolve()),
-      (err: unknown) => {
-        if (parts.length === 1) return parts[0]!.reject(err);
-        for (const p of parts) send([p]).then(p.resolve, p.reject);
-      },
-    );
+    const send = (group: typeof parts, bulk: boolean) =>
+      this.post({ op: "append", messages: group.length === 1 ? group[0]!.messages : group.flatMap((p) => p.messages), bulk });
+    for (const bulk of [true, false]) {
+      const group = parts.filter((p) => p.bulk === bulk);
+      if (group.length === 0) continue;
+      send(group, bulk).then(
+        () => group.forEach((p) => p.resolve()),
+        (err: unknown) => {
+          if (group.length === 1) return group[0]!.reject(err);
+          for (const p of group) send([p], bulk).then(p.resolve, p.reject);
+        },
+      );
+    }
   }
 
   /**
@@ -242,8 +248,8 @@ export class SqliteRoomStore implements RoomStore {
   }
 
   private request(msg: object): Promise<void> {
-    // Requests reach the writer in the order they were made: pending bulk appends go first.
-    this.flushBulk();
+    // Requests reach the writer in the order they were made: pending grouped appends go first.
+    this.flushGroups();
     return this.post(msg);
   }
 

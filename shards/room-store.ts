@@ -60,9 +60,11 @@ export interface RoomStore {
   /**
    * The same as `append`, done off the event loop where the implementation can (resolves once durable).
    * Calls are applied in the order they are made. `bulk`: copies of data that is durable elsewhere (a restore
-   * from the checkpoint chain), which may skip the per-batch fsync.
+   * from the checkpoint chain), which may skip the per-batch fsync. `bulk` and `grouped` appends made in one
+   * event-loop turn may share one transaction (many rooms restored or taken over at once); a group that fails
+   * is retried part by part, so one bad part fails alone.
    */
-  appendAsync?(messages: readonly StoredMessage[], options?: { bulk?: boolean }): Promise<void>;
+  appendAsync?(messages: readonly StoredMessage[], options?: { bulk?: boolean; grouped?: boolean }): Promise<void>;
   history(room: string, query: HistoryQuery): StoredMessage[];
   /**
    * Moves the room's head forward to `seq` without messages: the seqs in between will never exist. Used
@@ -93,4 +95,16 @@ export function checkContiguous(messages: readonly StoredMessage[], head: (room:
     }
     next.set(m.room, m.seq);
   }
+}
+
+/** The stored message with exactly this seq (none for 0, a skipped seq or one past the head). */
+export function messageAt(store: RoomStore, room: string, seq: number): StoredMessage | undefined {
+  if (seq <= 0) return undefined;
+  const m = store.history(room, { after: seq - 1, limit: 1 })[0];
+  return m?.seq === seq ? m : undefined;
+}
+
+/** Whether the messages' seqs follow each other without a hole. */
+export function contiguous(messages: readonly StoredMessage[]): boolean {
+  return messages.every((m, i) => i === 0 || m.seq === messages[i - 1]!.seq + 1);
 }
