@@ -9,6 +9,7 @@ export class NodeMetrics {
   readonly messagesCommitted: Counter;
   readonly messagesDelivered: Counter;
   readonly commitBatchSize: Histogram;
+  readonly commitSeconds: Histogram;
   readonly forwardSeconds: Histogram;
   readonly peerCallSeconds: Histogram;
   readonly clientErrors: Counter;
@@ -62,6 +63,12 @@ export class NodeMetrics {
       name: "fractal_commit_batch_size",
       help: "Messages per group commit",
       buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000],
+      registers,
+    });
+    this.commitSeconds = new Histogram({
+      name: "fractal_commit_duration_seconds",
+      help: "Group commits, from the batch's start to durable in SQLite (acks and fan-out wait for it)",
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers,
     });
     this.forwardSeconds = new Histogram({

@@ -172,6 +172,8 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     (messages) => {
       metrics.messagesCommitted.inc(messages.length);
       metrics.commitBatchSize.observe(messages.length);
+      // A batch's messages carry the time its commit started.
+      if (messages[0] !== undefined) metrics.commitSeconds.observe(Math.max(0, Date.now() - messages[0].ts) / 1000);
       checkpointer.committed(messages);
     },
     replicator,

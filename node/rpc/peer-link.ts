@@ -7,6 +7,8 @@ import * as grpc from "@grpc/grpc-js";
 import {
   PeerClient,
   type EventBatch,
+  type HandoffManyReply,
+  type HandoffReply,
   type SendBatchReply,
   type SendBatchRequest,
   type SendResult,
@@ -20,7 +22,7 @@ import type { Caller, JoinResult, OwnerApi, OwnerEvents, RoomInfo } from "../roo
 import type { ReplicaAnswer, ReplicaPeer } from "../replicator.js";
 import type { ReplicaCopy } from "../replica-service.js";
 import type { CopyEnd, Handoff } from "../transfer.js";
-import { MAX_PEER_MESSAGE_BYTES } from "./server.js";
+import { MAX_HANDOFF_ROOMS, MAX_PEER_MESSAGE_BYTES } from "./server.js";
 import { fromServiceError } from "./status.js";
 import { fromWire } from "./wire.js";
 
@@ -43,6 +45,18 @@ interface QueuedSend {
   readonly reject: (err: unknown) => void;
 }
 
+interface QueuedHandoff {
+  readonly caller: Caller;
+  readonly room: string;
+  readonly copy: CopyEnd;
+  readonly resolve: (h: Handoff) => void;
+  readonly reject: (err: unknown) => void;
+}
+
+function handoffOf(room: string, r: HandoffReply): Handoff {
+  return { head: r.head, tail: r.tailSent ? r.tail.map((m) => ({ ...m, room })) : undefined, checkpointed: r.checkpointed };
+}
+
 export class PeerLink implements OwnerApi, OwnerEvents, AdminApi, ReplicaPeer {
   private readonly client: PeerClient;
   private readonly rooms = new Map<string, RoomListener>();
@@ -55,6 +69,8 @@ export class PeerLink implements OwnerApi, OwnerEvents, AdminApi, ReplicaPeer {
   private reconnectDelay = RECONNECT_MIN_MS;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  private handoffQueue: QueuedHandoff[] = [];
+  private handoffManySupported = true;
 
   constructor(
     readonly peer: string,
@@ -165,10 +181,51 @@ export class PeerLink implements OwnerApi, OwnerEvents, AdminApi, ReplicaPeer {
     return this.call(this.client.ping, { caller });
   }
 
-  /** Deadline: the usual forward timeout (the new owner retries while the old one may still answer). */
-  async handoff(caller: Caller, room: string, copy: CopyEnd): Promise<Handoff> {
-    const r = await this.call(this.client.handoff, { caller, room, ...copy });
-    return { head: r.head, tail: r.tailSent ? r.tail.map((m) => ({ ...m, room })) : undefined, checkpointed: r.checkpointed };
+  /**
+   * Handoffs asked in the same event-loop turn travel in one HandoffMany call (a rebalance takes rooms over
+   * dozens at a time; a call per room made gRPC overhead the new owner's bottleneck and its pause). Deadline:
+   * the usual forward timeout (the new owner retries while the old one may still answer).
+   */
+  handoff(caller: Caller, room: string, copy: CopyEnd): Promise<Handoff> {
+    if (!this.handoffManySupported) return this.handoffOne(caller, room, copy);
+    return new Promise((resolve, reject) => {
+      if (this.handoffQueue.length === 0) setImmediate(() => this.flushHandoffs());
+      this.handoffQueue.push({ caller, room, copy, resolve, reject });
+    });
+  }
+
+  private async handoffOne(caller: Caller, room: string, copy: CopyEnd): Promise<Handoff> {
+    return handoffOf(room, await this.call(this.client.handoff, { caller, room, ...copy }));
+  }
+
+  private flushHandoffs(): void {
+    const queued = this.handoffQueue.splice(0);
+    for (let i = 0; i < queued.length; i += MAX_HANDOFF_ROOMS) {
+      const part = queued.slice(i, i + MAX_HANDOFF_ROOMS);
+      // The newest caller epoch speaks for all (epochs only grow; the old owner adopts that map first).
+      const caller = part.reduce((a, q) => (q.caller.epoch > a.epoch ? q.caller : a), part[0]!.caller);
+      const request = { caller, rooms: part.map((q) => ({ caller, room: q.room, ...q.copy })) };
+      new Promise<HandoffManyReply>((resolve, reject) => {
+        this.client.handoffMany(request, new grpc.Metadata({ waitForReady: true }), { deadline: Date.now() + this.timeoutMs }, (err, res) =>
+          err ? reject(err) : resolve(res),
+        );
+      }).then(
+        (reply) =>
+          part.forEach((q, j) => {
+            const o = reply.outcomes[j];
+            if (o === undefined) q.reject(new FractalError("internal", `node ${this.peer} answered a short handoff batch`));
+            else if (o.errorCode === "" && o.reply !== undefined) q.resolve(handoffOf(q.room, o.reply));
+            else if (isErrorCode(o.errorCode)) q.reject(new FractalError(o.errorCode, o.errorMessage, o.epoch ? { epoch: o.epoch } : undefined));
+            else q.reject(new FractalError("internal", o.errorMessage || `node ${this.peer} gave no handoff for ${q.room}`));
+          }),
+        (err: grpc.ServiceError) => {
+          if (err.code !== grpc.status.UNIMPLEMENTED) return part.forEach((q) => q.reject(fromServiceError(err, this.peer)));
+          // A node of an older version: one call per room from now on.
+          this.handoffManySupported = false;
+          for (const q of part) this.handoffOne(q.caller, q.room, q.copy).then(q.resolve, q.reject);
+        },
+      );
+    }
   }
 
   /** Reads this node's replica copy of a room back (its owner, starting on a lost disk). */

@@ -12,7 +12,7 @@ import type { LocalOwner } from "../owner.js";
 import { checkRoomId, checkText, MAX_HISTORY_LIMIT, MAX_SEND_ID_LENGTH } from "../protocol.js";
 import type { Caller } from "../room-api.js";
 import type { AdminApi } from "../admin.js";
-import type { OwnershipTransfer } from "../transfer.js";
+import type { Handoff, OwnershipTransfer } from "../transfer.js";
 import type { ReplicaService } from "../replica-service.js";
 import { toServiceError } from "./status.js";
 import { toWire } from "./wire.js";
@@ -30,6 +30,13 @@ export interface PeerServerDeps {
   readonly maxTextLength: number;
   /** Observes each served call (for metrics). */
   readonly observe?: (method: string, seconds: number, code: string) => void;
+}
+
+/** Most rooms one HandoffMany call may name. */
+export const MAX_HANDOFF_ROOMS = 1000;
+
+function handoffReply(r: Handoff) {
+  return { head: r.head, tailSent: r.tail !== undefined, tail: (r.tail ?? []).map((m) => ({ ...m, room: "" })), checkpointed: r.checkpointed ?? 0 };
 }
 
 /** Largest gRPC message accepted from peers: a history page of 200 maximal messages fits easily. */
@@ -158,8 +165,26 @@ export function peerImplementation(deps: PeerServerDeps): PeerServer {
     }),
     handoff: unary("handoff", async (req) => {
       const room = checkRoomId(req.room);
-      const r = await deps.transfer.handOff(caller(req.caller), room, { since: req.since, sinceId: req.sinceId, sinceTs: req.sinceTs });
-      return { head: r.head, tailSent: r.tail !== undefined, tail: (r.tail ?? []).map((m) => ({ ...m, room: "" })), checkpointed: r.checkpointed ?? 0 };
+      return handoffReply(await deps.transfer.handOff(caller(req.caller), room, { since: req.since, sinceId: req.sinceId, sinceTs: req.sinceTs }));
+    }),
+    handoffMany: unary("handoffMany", async (req) => {
+      const c = caller(req.caller);
+      if (req.rooms.length > MAX_HANDOFF_ROOMS) throw new FractalError("bad_request", `at most ${MAX_HANDOFF_ROOMS} rooms per handoff`);
+      // Concurrently: each room waits only for its own in-flight sends (and its own checkpoint, if any).
+      return {
+        outcomes: await Promise.all(
+          req.rooms.map(async (item) => {
+            try {
+              const r = await deps.transfer.handOff(c, checkRoomId(item.room), { since: item.since, sinceId: item.sinceId, sinceTs: item.sinceTs });
+              return { reply: handoffReply(r), errorCode: "", errorMessage: "", epoch: 0 };
+            } catch (err) {
+              const e = err instanceof FractalError ? err : new FractalError("internal", String(err));
+              if (e.code === "internal") log.error({ err, room: item.room }, "handoff failed");
+              return { reply: undefined, errorCode: e.code, errorMessage: e.message, epoch: e.epoch ?? 0 };
+            }
+          }),
+        ),
+      };
     }),
     replicate: unary("replicate", async (req) => {
       const answers = await deps.replicas.replicate(caller(req.caller), req.rooms);

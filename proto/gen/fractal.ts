@@ -128,6 +128,27 @@ export interface HandoffReply {
   checkpointed: number;
 }
 
+export interface HandoffManyRequest {
+  caller:
+    | Caller
+    | undefined;
+  /** At most 1000; each item's own caller field is ignored (the request's caller speaks for all). */
+  rooms: HandoffRequest[];
+}
+
+export interface HandoffManyReply {
+  outcomes: HandoffOutcome[];
+}
+
+/** One room's handoff: the reply, or a Fractal error code (then `reply` is absent). */
+export interface HandoffOutcome {
+  reply: HandoffReply | undefined;
+  errorCode: string;
+  errorMessage: string;
+  /** For wrong_owner: the refusing node's epoch. */
+  epoch: number;
+}
+
 export interface TakeOverRequest {
   caller: Caller | undefined;
   rooms: string[];
@@ -1384,6 +1405,291 @@ export const HandoffReply: MessageFns<HandoffReply> = {
     message.tailSent = object.tailSent ?? false;
     message.tail = object.tail?.map((e) => ChatMessage.fromPartial(e)) || [];
     message.checkpointed = object.checkpointed ?? 0;
+    return message;
+  },
+};
+
+function createBaseHandoffManyRequest(): HandoffManyRequest {
+  return { caller: undefined, rooms: [] };
+}
+
+export const HandoffManyRequest: MessageFns<HandoffManyRequest> = {
+  encode(message: HandoffManyRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.caller !== undefined) {
+      Caller.encode(message.caller, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.rooms) {
+      HandoffRequest.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HandoffManyRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHandoffManyRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.caller = Caller.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.rooms.push(HandoffRequest.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HandoffManyRequest {
+    return {
+      caller: isSet(object.caller) ? Caller.fromJSON(object.caller) : undefined,
+      rooms: globalThis.Array.isArray(object?.rooms) ? object.rooms.map((e: any) => HandoffRequest.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: HandoffManyRequest): unknown {
+    const obj: any = {};
+    if (message.caller !== undefined) {
+      obj.caller = Caller.toJSON(message.caller);
+    }
+    if (message.rooms?.length) {
+      obj.rooms = message.rooms.map((e) => HandoffRequest.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HandoffManyRequest>, I>>(base?: I): HandoffManyRequest {
+    return HandoffManyRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HandoffManyRequest>, I>>(object: I): HandoffManyRequest {
+    const message = createBaseHandoffManyRequest();
+    message.caller = (object.caller !== undefined && object.caller !== null)
+      ? Caller.fromPartial(object.caller)
+      : undefined;
+    message.rooms = object.rooms?.map((e) => HandoffRequest.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseHandoffManyReply(): HandoffManyReply {
+  return { outcomes: [] };
+}
+
+export const HandoffManyReply: MessageFns<HandoffManyReply> = {
+  encode(message: HandoffManyReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.outcomes) {
+      HandoffOutcome.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HandoffManyReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHandoffManyReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.outcomes.push(HandoffOutcome.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HandoffManyReply {
+    return {
+      outcomes: globalThis.Array.isArray(object?.outcomes)
+        ? object.outcomes.map((e: any) => HandoffOutcome.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: HandoffManyReply): unknown {
+    const obj: any = {};
+    if (message.outcomes?.length) {
+      obj.outcomes = message.outcomes.map((e) => HandoffOutcome.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HandoffManyReply>, I>>(base?: I): HandoffManyReply {
+    return HandoffManyReply.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HandoffManyReply>, I>>(object: I): HandoffManyReply {
+    const message = createBaseHandoffManyReply();
+    message.outcomes = object.outcomes?.map((e) => HandoffOutcome.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseHandoffOutcome(): HandoffOutcome {
+  return { reply: undefined, errorCode: "", errorMessage: "", epoch: 0 };
+}
+
+export const HandoffOutcome: MessageFns<HandoffOutcome> = {
+  encode(message: HandoffOutcome, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.reply !== undefined) {
+      HandoffReply.encode(message.reply, writer.uint32(10).fork()).join();
+    }
+    if (message.errorCode !== "") {
+      writer.uint32(18).string(message.errorCode);
+    }
+    if (message.errorMessage !== "") {
+      writer.uint32(26).string(message.errorMessage);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(32).uint64(message.epoch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HandoffOutcome {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHandoffOutcome();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.reply = HandoffReply.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.errorCode = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.errorMessage = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HandoffOutcome {
+    return {
+      reply: isSet(object.reply) ? HandoffReply.fromJSON(object.reply) : undefined,
+      errorCode: isSet(object.errorCode)
+        ? globalThis.String(object.errorCode)
+        : isSet(object.error_code)
+        ? globalThis.String(object.error_code)
+        : "",
+      errorMessage: isSet(object.errorMessage)
+        ? globalThis.String(object.errorMessage)
+        : isSet(object.error_message)
+        ? globalThis.String(object.error_message)
+        : "",
+      epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
+    };
+  },
+
+  toJSON(message: HandoffOutcome): unknown {
+    const obj: any = {};
+    if (message.reply !== undefined) {
+      obj.reply = HandoffReply.toJSON(message.reply);
+    }
+    if (message.errorCode !== "") {
+      obj.errorCode = message.errorCode;
+    }
+    if (message.errorMessage !== "") {
+      obj.errorMessage = message.errorMessage;
+    }
+    if (message.epoch !== 0) {
+      obj.epoch = Math.round(message.epoch);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HandoffOutcome>, I>>(base?: I): HandoffOutcome {
+    return HandoffOutcome.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HandoffOutcome>, I>>(object: I): HandoffOutcome {
+    const message = createBaseHandoffOutcome();
+    message.reply = (object.reply !== undefined && object.reply !== null)
+      ? HandoffReply.fromPartial(object.reply)
+      : undefined;
+    message.errorCode = object.errorCode ?? "";
+    message.errorMessage = object.errorMessage ?? "";
+    message.epoch = object.epoch ?? 0;
     return message;
   },
 };
@@ -5368,6 +5674,19 @@ export const PeerService = {
     responseSerialize: (value: HandoffReply): Buffer => Buffer.from(HandoffReply.encode(value).finish()),
     responseDeserialize: (value: Buffer): HandoffReply => HandoffReply.decode(value),
   },
+  /**
+   * Handoff of several rooms in one call (a rebalance moves thousands; one call per room cost the new owner
+   * most of its event loop in gRPC overhead). Each room gets its own outcome, in request order.
+   */
+  handoffMany: {
+    path: "/fractal.v1.Peer/HandoffMany" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: HandoffManyRequest): Buffer => Buffer.from(HandoffManyRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): HandoffManyRequest => HandoffManyRequest.decode(value),
+    responseSerialize: (value: HandoffManyReply): Buffer => Buffer.from(HandoffManyReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): HandoffManyReply => HandoffManyReply.decode(value),
+  },
   /** Asked of a room's new owner (by the rebalance command): take these rooms over now. Streams progress. */
   takeOver: {
     path: "/fractal.v1.Peer/TakeOver" as const,
@@ -5463,6 +5782,11 @@ export interface PeerServer extends UntypedServiceImplementation {
    * accepted for the room), finish in-flight sends and checkpoint the room completely; replies with its head.
    */
   handoff: handleUnaryCall<HandoffRequest, HandoffReply>;
+  /**
+   * Handoff of several rooms in one call (a rebalance moves thousands; one call per room cost the new owner
+   * most of its event loop in gRPC overhead). Each room gets its own outcome, in request order.
+   */
+  handoffMany: handleUnaryCall<HandoffManyRequest, HandoffManyReply>;
   /** Asked of a room's new owner (by the rebalance command): take these rooms over now. Streams progress. */
   takeOver: handleServerStreamingCall<TakeOverRequest, TakeOverProgress>;
   /** Rooms this node stores (for the rebalance planner), with their sizes. */
@@ -5659,6 +5983,25 @@ export interface PeerClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: HandoffReply) => void,
+  ): ClientUnaryCall;
+  /**
+   * Handoff of several rooms in one call (a rebalance moves thousands; one call per room cost the new owner
+   * most of its event loop in gRPC overhead). Each room gets its own outcome, in request order.
+   */
+  handoffMany(
+    request: HandoffManyRequest,
+    callback: (error: ServiceError | null, response: HandoffManyReply) => void,
+  ): ClientUnaryCall;
+  handoffMany(
+    request: HandoffManyRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: HandoffManyReply) => void,
+  ): ClientUnaryCall;
+  handoffMany(
+    request: HandoffManyRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: HandoffManyReply) => void,
   ): ClientUnaryCall;
   /** Asked of a room's new owner (by the rebalance command): take these rooms over now. Streams progress. */
   takeOver(request: TakeOverRequest, options?: Partial<CallOptions>): ClientReadableStream<TakeOverProgress>;

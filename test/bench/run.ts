@@ -575,7 +575,7 @@ async function runFanout(name: SystemName, deadline: number, variant: FanoutVari
       if (!running.alive()) throw new Error(`server process died:\n${running.deaths().join("\n")}`);
       const label = p.step === 0 ? `warm-up at ${p.rate} msg/s` : `rate ${p.rate} msg/s`;
       log(`fan-out ${name}: ${label} for ${p.durationMs / 1000} s`);
-      await Promise.all(running.urls.map((u) => eventLoopLag(u))); // resets the lag histograms
+      const lagsBefore = await Promise.all(running.urls.map((u) => eventLoopLag(u))); // resets the lag histograms
       let stopProfile: (() => Promise<string[]>) | undefined;
       const profileFile = path.join(LOG_DIR, `${TAG}-${name}-n1-step${p.step}-rate${p.rate}.cpuprofile`);
       if (cfg.profile && running.inspectPort !== undefined && p.step > 0) {
@@ -637,7 +637,15 @@ async function runFanout(name: SystemName, deadline: number, variant: FanoutVari
         .map((x) => `${x.name} p50 ${fmt(x.st.p50)} p99 ${fmt(x.st.p99)}`)
         .join("; ");
       const lagInfo = lags.map((l) => (l === undefined ? "n/a" : `${l.p99.toFixed(0)}/${l.max.toFixed(0)}`)).join(", ");
-      log(`fan-out ${name}: ${label}: server event-loop lag p99/max ms (step + drain, per node): ${lagInfo}`);
+      // Fractal's group commits (acks and fan-out wait for them): where disk contention shows first.
+      const commitBuckets = (ls: typeof lags) => {
+        const m = new Map<string, number>();
+        for (const l of ls) if (l !== undefined) for (const [k, v] of histBuckets(l.metrics, "fractal_commit_duration_seconds")) m.set(k, (m.get(k) ?? 0) + v);
+        return m;
+      };
+      const commitQ = (q: number) => bucketQuantile(commitBuckets(lagsBefore), commitBuckets(lags), q);
+      const commitInfo = commitQ(0.5).n > 0 ? `; commit p50 ${commitQ(0.5).value} p99 ${commitQ(0.99).value} s (${commitQ(0.5).n} commits)` : "";
+      log(`fan-out ${name}: ${label}: server event-loop lag p99/max ms (step + drain, per node): ${lagInfo}${commitInfo}`);
       log(`fan-out ${name}: ${label}: ack latency p50 ${fmt(ackSt.p50)} p99 ${fmt(ackSt.p99)} ms${pathInfo !== "" ? `; e2e by path (sender node→receiver node vs room owner): ${pathInfo}` : ""}`);
       const stl = stalls(s.slotMaxMs, cfg.p99LimitMs);
       if (stl.length > 0) log(`fan-out ${name}: ${label}: send-time windows with deliveries slower than ${cfg.p99LimitMs} ms: ${fmtStalls(stl)}`);

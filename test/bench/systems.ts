@@ -312,7 +312,7 @@ export async function startCpuProfile(port: number, file: string): Promise<() =>
 }
 
 /** Event-loop lag p99 and max (ms) from GET /metrics (prom-client resets them on each scrape). */
-export async function eventLoopLag(url: string): Promise<{ p99: number; max: number } | undefined> {
+export async function eventLoopLag(url: string): Promise<{ p99: number; max: number; metrics: string } | undefined> {
   try {
     const res = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5000) });
     if (res.status !== 200) return undefined;
@@ -323,7 +323,7 @@ export async function eventLoopLag(url: string): Promise<{ p99: number; max: num
     };
     const p99 = get("nodejs_eventloop_lag_p99_seconds");
     const max = get("nodejs_eventloop_lag_max_seconds");
-    return p99 === undefined || max === undefined ? undefined : { p99, max };
+    return p99 === undefined || max === undefined ? undefined : { p99, max, metrics: text };
   } catch {
     return undefined;
   }
