@@ -14,6 +14,8 @@ export interface Transition {
 }
 
 const HISTORY = 32;
+/** Bound of the lastOwnerChange cache (rooms); past it the cache starts over. */
+const MAX_CACHED_CHANGES = 200_000;
 
 export class Membership {
   private current: ClusterMap;
@@ -21,6 +23,11 @@ export class Membership {
   private readonly listeners: MapListener[] = [];
   private readonly history: Transition[] = [];
   private historyTruncated = false;
+  /**
+   * lastOwnerChange answers of the current map, by room: it is asked for every room operation (is a takeover
+   * due?), and a room that never moved walks every remembered change. Cleared when the map changes.
+   */
+  private readonly changes = new Map<string, ReturnType<Membership["lastOwnerChange"]>>();
 
   constructor(
     readonly self: string,
@@ -60,6 +67,7 @@ export class Membership {
     this.current = map;
     this.currentRing = new Ring(map);
     this.history.push({ epoch: map.epoch, previous: previousRing, next: this.currentRing });
+    this.changes.clear();
     if (this.history.length > HISTORY) {
       this.history.shift();
       this.historyTruncated = true;
@@ -78,6 +86,15 @@ export class Membership {
    * none did. `uncertain` is set when older changes were forgotten, so the answer may be incomplete.
    */
   lastOwnerChange(room: string): { epoch: number; from: string | undefined; to: string | undefined; uncertain: boolean } | undefined {
+    if (this.history.length === 0) return undefined;
+    if (this.changes.has(room)) return this.changes.get(room);
+    const change = this.findOwnerChange(room);
+    if (this.changes.size >= MAX_CACHED_CHANGES) this.changes.clear();
+    this.changes.set(room, change);
+    return change;
+  }
+
+  private findOwnerChange(room: string): ReturnType<Membership["lastOwnerChange"]> {
     for (let i = this.history.length - 1; i >= 0; i--) {
       const t = this.history[i]!;
       const from = t.previous.owner(room);

@@ -41,6 +41,8 @@ export class RoomRebuilder {
   private stopped = false;
   /** Until `start` has gated the rooms to rebuild, no room may be served (it might be one of them). */
   private listed: Promise<void> = Promise.resolve();
+  /** Whether `listed` has resolved: then `ready` answers without a timer (it runs for every room operation). */
+  private isListed = true;
   private releaseListed: () => void = () => {};
   private starting = false;
 
@@ -69,7 +71,9 @@ export class RoomRebuilder {
    */
   holdUntilStarted(): void {
     this.starting = true;
+    this.isListed = false;
     this.listed = new Promise((resolve) => (this.releaseListed = resolve));
+    void this.listed.then(() => (this.isListed = true));
   }
 
   async start(
@@ -127,6 +131,7 @@ export class RoomRebuilder {
 
   /** Resolves when the room may be served; throws RoomUnavailableError after `timeoutMs` or at once if failed. */
   async ready(room: string, timeoutMs: number): Promise<void> {
+    if (this.isListed && !this.gates.has(room)) return;
     let startTimer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([

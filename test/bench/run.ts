@@ -644,7 +644,10 @@ async function runFanout(name: SystemName, deadline: number, variant: FanoutVari
         return m;
       };
       const commitQ = (q: number) => bucketQuantile(commitBuckets(lagsBefore), commitBuckets(lags), q);
-      const commitInfo = commitQ(0.5).n > 0 ? `; commit p50 ${commitQ(0.5).value} p99 ${commitQ(0.99).value} s (${commitQ(0.5).n} commits)` : "";
+      const commitSum = (ls: typeof lags) => ls.reduce((a, l) => a + (l === undefined ? 0 : metricSum(l.metrics, "fractal_commit_duration_seconds_sum")), 0);
+      const commitMeanMs = ((commitSum(lags) - commitSum(lagsBefore)) * 1000) / Math.max(1, commitQ(0.5).n);
+      const commitInfo =
+        commitQ(0.5).n > 0 ? `; commit mean ${commitMeanMs.toFixed(1)} ms, p50 ${commitQ(0.5).value} p99 ${commitQ(0.99).value} s (${commitQ(0.5).n} commits)` : "";
       log(`fan-out ${name}: ${label}: server event-loop lag p99/max ms (step + drain, per node): ${lagInfo}${commitInfo}`);
       log(`fan-out ${name}: ${label}: ack latency p50 ${fmt(ackSt.p50)} p99 ${fmt(ackSt.p99)} ms${pathInfo !== "" ? `; e2e by path (sender node→receiver node vs room owner): ${pathInfo}` : ""}`);
       const stl = stalls(s.slotMaxMs, cfg.p99LimitMs);
