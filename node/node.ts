@@ -22,6 +22,7 @@ import {
   SqliteRoomStore,
   type ClusterMap,
   type ObjectStore,
+  type RoomStore,
 } from "../shards/index.js";
 import { loadAuthSecret, Tokens } from "./auth.js";
 import type { NodeConfig } from "./config.js";
@@ -320,7 +321,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
   });
   // Rooms this node owns whose chain is ahead of the local disk are gated before anything is served, then
   // rebuilt in the background (operations on them wait or get unavailable, never an empty room).
-  await startRebuild(rebuilder, membership, config.id, log);
+  await startRebuild(rebuilder, store, membership, config.id, log);
   checkpointer.start();
   const liveness = new Liveness({ self: config.id, membership, mapStore, lease, watcher: new LeaseWatcher(objects, config.leaseTtlMs), peers, log });
   membership.onChange((map, previous) => {
@@ -390,7 +391,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
 }
 
 /** Lists the object store until it answers (the node is not ready before), then rebuilds in the background. */
-async function startRebuild(rebuilder: RoomRebuilder, membership: Membership, self: string, log: Logger): Promise<void> {
+async function startRebuild(rebuilder: RoomRebuilder, store: RoomStore, membership: Membership, self: string, log: Logger): Promise<void> {
   for (let delay = 200; ; delay = Math.min(5000, delay * 2)) {
     try {
       let lastLogged = 0;
@@ -404,7 +405,12 @@ async function startRebuild(rebuilder: RoomRebuilder, membership: Membership, se
         onError: (room, err) => log.warn({ room, err: (err as Error).message }, "room rebuild failed"),
       });
       if (rooms > 0) log.info({ rooms }, "rooms to check against their checkpoints");
-      void done.then((p) => rooms > 0 && log.info(p, "rebuild finished"));
+      void done.then(async (p) => {
+        if (rooms === 0) return;
+        log.info(p, "rebuild finished");
+        // The restores were bulk appends (no fsync each): make them durable and fold the log into the file.
+        await store.compact?.().catch((err: unknown) => log.warn({ err }, "compacting the store after the rebuild failed"));
+      });
       return;
     } catch (err) {
       log.warn({ err: (err as Error).message, retryInMs: delay }, "object store unreachable at start; retrying");

@@ -217,6 +217,12 @@ export class SqliteRoomStore implements RoomStore {
     }
   }
 
+  compact(): Promise<void> {
+    if (this.writer !== undefined) return this.request({ op: "compact" });
+    this.db.pragma("wal_checkpoint(TRUNCATE)");
+    return Promise.resolve();
+  }
+
   /**
    * A companion set of tables in the same file (the replica copy, shards/replica-store-sqlite.ts): its schema
    * is created on this connection, which it reads through; its writes run in the writer thread like every

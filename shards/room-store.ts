@@ -65,6 +65,11 @@ export interface RoomStore {
    * is retried part by part, so one bad part fails alone.
    */
   appendAsync?(messages: readonly StoredMessage[], options?: { bulk?: boolean; grouped?: boolean }): Promise<void>;
+  /**
+   * Makes bulk appends durable and folds the write-ahead log into the file (after a rebuild or a rebalance's
+   * copy, before the rooms are served: a large log slows every later read and the next commit).
+   */
+  compact?(): Promise<void>;
   history(room: string, query: HistoryQuery): StoredMessage[];
   /**
    * Moves the room's head forward to `seq` without messages: the seqs in between will never exist. Used

@@ -71,6 +71,8 @@ parentPort.on("message", (msg) => {
     }
     else if (msg.op === "tx") statements(msg.statements);
     else if (msg.op === "delete") deleteRoom(msg.room);
+    // The checkpoint fsyncs the WAL (frames of bulk appends included) before copying it into the file.
+    else if (msg.op === "compact") db.pragma("wal_checkpoint(TRUNCATE)");
     else if (msg.op === "skip") {
       if ((head.get(msg.room)?.head ?? 0) < msg.seq) setHead.run(msg.room, msg.seq);
     }
