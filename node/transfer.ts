@@ -276,6 +276,8 @@ export class OwnershipTransfer {
   async afterMapChange(concurrency = 8): Promise<{ lost: number; gained: number }> {
     const { membership, rooms, checkpointer, chain } = this.d;
     const lost = rooms.store.rooms().filter((room) => {
+      // A room this node owns now was not lost (one lookup in the new ring; most rooms stay).
+      if (membership.ownerOf(room) === this.d.self) return false;
       const change = membership.lastOwnerChange(room);
       return change !== undefined && change.from === this.d.self && change.to !== this.d.self;
     });

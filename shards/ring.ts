@@ -10,6 +10,8 @@ import { type ClusterMap, ownerNodes } from "./cluster-map.js";
 
 /** Virtual nodes per node: 160 gives a spread within a few percent of even for 3-10 nodes. */
 const VNODES = 160;
+/** Bound of each ring's owner cache (rooms); past it the cache starts over. */
+const MAX_CACHED_OWNERS = 100_000;
 
 export class Ring {
   readonly epoch: number;
@@ -18,6 +20,7 @@ export class Ring {
   private readonly regionRing: HashRing | undefined;
   private readonly nodeRings = new Map<string, { ring: HashRing; size: number }>();
   private readonly homes: Readonly<Record<string, string>>;
+  private readonly owners = new Map<string, string | undefined>();
 
   constructor(map: ClusterMap) {
     this.epoch = map.epoch;
@@ -50,8 +53,15 @@ export class Ring {
 
   /** The node that owns `room`, or undefined when no node can own rooms. */
   owner(room: string): string | undefined {
+    // Asked several times per room operation and for every room on a map change; hashring's own LRU cache
+    // costs microseconds per hit, a Map nanoseconds (the ring never changes, so entries never go stale).
+    const cached = this.owners.get(room);
+    if (cached !== undefined || this.owners.has(room)) return cached;
     const region = this.region(room);
-    return region === undefined ? undefined : this.nodeRings.get(region)?.ring.get(room);
+    const owner = region === undefined ? undefined : this.nodeRings.get(region)?.ring.get(room);
+    if (this.owners.size >= MAX_CACHED_OWNERS) this.owners.clear();
+    this.owners.set(room, owner);
+    return owner;
   }
 
   /** The owner followed by the next distinct nodes of its region's ring (replicas, next owners). */
