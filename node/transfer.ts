@@ -108,11 +108,12 @@ export class OwnershipTransfer {
     const change = this.d.membership.lastOwnerChange(room);
     const epoch = change?.epoch ?? this.d.membership.epoch;
     const started = performance.now();
-    const { head, handoffMs, tail } = await this.d.rebuilder.exclusive(room, async () => {
+    const { head, handoffMs, gateMs, tail, settledAt } = await this.d.rebuilder.exclusive(room, async () => {
       const from = change?.from;
       const asked = performance.now();
       const handoff = from !== undefined && from !== this.d.self && this.isAlive(from) ? await this.askHandoff(from, room) : undefined;
       const handoffMs = performance.now() - asked;
+      const gateMs = asked - started;
       const handedOff = handoff !== undefined;
       let head = handoff?.tail !== undefined ? await this.appendTail(room, handoff) : await this.syncWithChain(room);
       let fromCopy = false;
@@ -141,11 +142,12 @@ export class OwnershipTransfer {
       this.d.rooms.peek(room)?.reset();
       // Before the room opens: whatever was released of the room before says nothing about this copy.
       this.d.afterTakeOver?.(room);
-      return { head, handoffMs, tail: handoff?.tail?.length };
+      return { head, handoffMs, gateMs, tail: handoff?.tail?.length, settledAt: performance.now() };
     });
     this.settled.set(room, epoch);
     const pauseMs = performance.now() - started;
-    this.d.log.debug({ room, head, pauseMs, handoffMs, from: change?.from, tail }, "room taken over");
+    // Where a pause went: waiting for the room's gate, the handoff call, and the rest (local commit, reopening).
+    this.d.log.debug({ room, head, pauseMs, gateMs, handoffMs, resumeMs: performance.now() - settledAt, from: change?.from, tail }, "room taken over");
     return { room, head, pauseMs };
   }
 
