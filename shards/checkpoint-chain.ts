@@ -15,6 +15,7 @@ import {
   gapRef,
   encodeSegment,
   FORMAT,
+  INLINE_MAX_BYTES,
   manifestKey,
   MANIFEST_PREFIX,
   mergeStart,
@@ -113,7 +114,8 @@ export class CheckpointChain {
       }
       const ref = await this.writeSegment(room, merged, group[0]!.level + 1, writer.epoch);
       segments = [...segments.slice(0, start), ref];
-      for (const s of group) replaced.push(s.key);
+      // Inline segments have no object to delete later.
+      for (const s of group) if (s.inline === undefined) replaced.push(s.key);
     }
     await this.retire(room, replaced, writer.epoch);
     const last = messages[messages.length - 1]!;
@@ -174,7 +176,7 @@ export class CheckpointChain {
       segments.push(await this.writeSegment(room, straddling, 0, writer.epoch));
     }
     const headTs = toSeq === 0 ? 0 : (straddling[straddling.length - 1]?.ts ?? (await this.messageTs(room, keep, toSeq)));
-    await this.retire(room, [...(base.superseded ?? []).map((s) => s.key), ...dropped.filter((s) => !s.gap).map((s) => s.key)], writer.epoch);
+    await this.retire(room, [...(base.superseded ?? []).map((s) => s.key), ...dropped.filter((s) => !s.gap && s.inline === undefined).map((s) => s.key)], writer.epoch);
     return this.publishAndSweep(room, current, writer, {
       format: FORMAT,
       room,
@@ -215,6 +217,7 @@ export class CheckpointChain {
   }
 
   private async readSegment(room: string, ref: SegmentRef): Promise<StoredMessage[]> {
+    if (ref.inline !== undefined) return decodeSegment(room, ref, Buffer.from(ref.inline, "base64"));
     const obj = await this.objects.get(ref.key);
     if (obj === undefined) throw new CheckpointCorruptError(room, `segment ${ref.key} is missing`);
     return decodeSegment(room, ref, obj.body);
@@ -231,6 +234,10 @@ export class CheckpointChain {
     const to = messages[messages.length - 1]!.seq;
     const body = encodeSegment(room, messages);
     const key = segmentKey(room, from, to, level, epoch);
+    if (level === 0 && body.length <= INLINE_MAX_BYTES) {
+      // Carried in the manifest that is written next anyway (see checkpoint-format.ts): one object per round.
+      return { key, from, to, level, bytes: body.length, sha256: sha256(body), inline: body.toString("base64") };
+    }
     // Unique key, written once: if-none-match makes "never overwrite a segment" hold even against a bug.
     await this.objects.put(key, body, { ifNoneMatch: "*" });
     return { key, from, to, level, bytes: body.length, sha256: sha256(body) };

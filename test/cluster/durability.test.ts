@@ -5,7 +5,7 @@
  * checkpoint, restore to a seq and corrupt-segment detection through the CLI.
  */
 import { expect } from "chai";
-import { readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import {
   EventLog,
@@ -199,13 +199,21 @@ describe("cluster: durable rooms (local directory object store)", function () {
 
     // Corrupt the first segment: a restore detects it, says so, fails, and leaves the room as it was.
     await runAdmin(c.node(0).httpUrl, ["checkpoint", "--room", room]);
-    const segDir = path.join(c.root, "objects", "segments", room);
-    const manifest = JSON.parse(readFileSync(path.join(c.root, "objects", "rooms", room, "manifest.json"), "utf8")) as { segments: { key: string }[] };
-    const first = path.join(c.root, "objects", ...manifest.segments[0]!.key.split("/"));
-    expect(readdirSync(segDir).length).to.be.greaterThan(0);
-    const bytes = readFileSync(first);
-    bytes[Math.floor(bytes.length / 2)] = (bytes[Math.floor(bytes.length / 2)] ?? 0) ^ 0x55;
-    writeFileSync(first, bytes);
+    const manifestFile = path.join(c.root, "objects", "rooms", room, "manifest.json");
+    const manifest = JSON.parse(readFileSync(manifestFile, "utf8")) as { segments: { key: string; inline?: string }[] };
+    const seg = manifest.segments[0]!;
+    const flip = (bytes: Buffer) => {
+      bytes[Math.floor(bytes.length / 2)] = (bytes[Math.floor(bytes.length / 2)] ?? 0) ^ 0x55;
+      return bytes;
+    };
+    if (seg.inline !== undefined) {
+      // A small level-0 segment travels inside the manifest: corrupt its body there.
+      seg.inline = flip(Buffer.from(seg.inline, "base64")).toString("base64");
+      writeFileSync(manifestFile, JSON.stringify(manifest));
+    } else {
+      const first = path.join(c.root, "objects", ...seg.key.split("/"));
+      writeFileSync(first, flip(readFileSync(first)));
+    }
     const bad = await runAdmin(c.node(0).httpUrl, ["restore", "--room", room]);
     expect(bad.code).to.not.equal(0);
     expect(bad.stderr).to.match(/corrupt|checksum/);

@@ -1,4 +1,5 @@
 import { expect } from "chai";
+import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,6 +9,7 @@ import {
   Checkpointer,
   DirectoryObjectStore,
   FANOUT,
+  INLINE_MAX_BYTES,
   MemoryRoomStore,
   restoreRoom,
   StaleOwnerError,
@@ -37,6 +39,17 @@ function messages(room: string, from: number, to: number): StoredMessage[] {
   }));
 }
 
+/**
+ * Messages whose level-0 segment is too big to travel inline in the manifest (incompressible 4 KB texts), for
+ * the tests about segment objects: 10 of them make a segment of about 33 KB.
+ */
+function bulky(room: string, from: number, to: number): StoredMessage[] {
+  return messages(room, from, to).map((m) => ({
+    ...m,
+    text: Array.from({ length: 100 }, (_, i) => createHash("sha256").update(`${m.seq}:${i}`).digest("base64")).join(""),
+  }));
+}
+
 const writer = { node: "n1", epoch: 1 };
 
 describe("checkpoint chain", () => {
@@ -54,8 +67,9 @@ describe("checkpoint chain", () => {
     const all: StoredMessage[] = [];
     for await (const part of chain.messages("r", m, 1, m.head)) all.push(...part.messages);
     expect(all).to.deep.equal(messages("r", 1, rounds * 10));
-    // Retention 0: merged-away segments are deleted, only referenced ones remain.
-    expect((await store.list("segments/r/")).length).to.equal(m.segments.length);
+    // Retention 0: merged-away segments are deleted, only referenced ones remain (level 0 travels inline).
+    expect(m.segments.map((s) => s.inline !== undefined)).to.deep.equal([false, true, true, true]);
+    expect((await store.list("segments/r/")).length).to.equal(1);
     expect(await store.list("trash/r/")).to.deep.equal([]);
     expect(await chain.rooms()).to.deep.equal(["r"]);
   });
@@ -64,11 +78,14 @@ describe("checkpoint chain", () => {
     const { store } = objectDir();
     let now = 1_000_000;
     const chain = new CheckpointChain(store, 60_000, () => now);
-    let current = await chain.append("r", undefined, messages("r", 1, 10), writer);
+    // Segments too big to travel inline: they are objects, and merges replace them.
+    const written = bulky("r", 1, 330);
+    let current = await chain.append("r", undefined, written.slice(0, 10), writer);
     for (let i = 1; i < FANOUT * 4; i++) {
       now += 1000;
-      current = await chain.append("r", current, messages("r", i * 10 + 1, i * 10 + 10), writer);
+      current = await chain.append("r", current, written.slice(i * 10, i * 10 + 10), writer);
     }
+    expect(current.manifest.segments.every((s) => s.inline === undefined)).to.equal(true);
     const manifestBytes = (await store.get("rooms/r/manifest.json"))!.body.length;
     expect(current.manifest.superseded).to.equal(undefined);
     expect(await store.list("trash/r/")).to.have.length(4);
@@ -82,13 +99,13 @@ describe("checkpoint chain", () => {
     expect(await chain.sweep("r", { node: "old", epoch: 0 })).to.equal(0);
     expect(await store.list("segments/r/")).to.have.length(32 + live.length);
     // The owner's next checkpoint sweeps: replaced segments and tombstones go, live segments stay.
-    current = await chain.append("r", current, messages("r", 321, 330), writer);
+    current = await chain.append("r", current, written.slice(320, 330), writer);
     const after = await store.list("segments/r/");
     expect(after.sort()).to.deep.equal(current.manifest.segments.map((s) => s.key).sort());
     expect(await store.list("trash/r/")).to.deep.equal([]);
     const all: StoredMessage[] = [];
     for await (const part of chain.messages("r", current.manifest, 1, 330)) all.push(...part.messages);
-    expect(all).to.deep.equal(messages("r", 1, 330));
+    expect(all).to.deep.equal(written);
     // The manifest does not grow with the room's history of merges.
     expect((await store.get("rooms/r/manifest.json"))!.body.length).to.be.below(manifestBytes * 2);
   });
@@ -117,7 +134,7 @@ describe("checkpoint chain", () => {
   it("detects a corrupted segment and reports it", async () => {
     const { dir, store } = objectDir();
     const chain = new CheckpointChain(store, 0);
-    const v = await chain.append("r", undefined, messages("r", 1, 50), writer);
+    const v = await chain.append("r", undefined, bulky("r", 1, 50), writer);
     const file = join(dir, ...v.manifest.segments[0]!.key.split("/"));
     const bytes = readFileSync(file);
     bytes[bytes.length - 5] = (bytes[bytes.length - 5] ?? 0) ^ 0xff;
@@ -133,8 +150,8 @@ describe("checkpoint chain", () => {
   it("verifies the whole chain before a replacing restore touches the local room", async () => {
     const { dir, store } = objectDir();
     const chain = new CheckpointChain(store, 0);
-    let v = await chain.append("r", undefined, messages("r", 1, 10), writer);
-    v = await chain.append("r", v, messages("r", 11, 20), writer);
+    let v = await chain.append("r", undefined, bulky("r", 1, 10), writer);
+    v = await chain.append("r", v, bulky("r", 11, 20), writer);
     const file = join(dir, ...v.manifest.segments[1]!.key.split("/"));
     writeFileSync(file, Buffer.from("not a segment"));
     const local = new MemoryRoomStore();
@@ -143,6 +160,54 @@ describe("checkpoint chain", () => {
     await restoreRoom(local, chain, "r", v, { toSeq: 15, replace: true }).catch((e: unknown) => (err = e));
     expect(err).to.be.instanceOf(CheckpointCorruptError);
     expect(local.head("r")).to.equal(20);
+  });
+
+  it("carries small level-0 segments inside the manifest: one object per checkpoint, verified like objects", async () => {
+    const { store } = objectDir();
+    const chain = new CheckpointChain(store, 0);
+    let v = await chain.append("r", undefined, messages("r", 1, 10), writer);
+    v = await chain.append("r", v, bulky("r", 11, 20), writer);
+    v = await chain.append("r", v, messages("r", 21, 25), writer);
+    expect(v.manifest.format).to.equal(2);
+    expect(v.manifest.segments.map((s) => s.inline !== undefined)).to.deep.equal([true, false, true]);
+    expect(v.manifest.segments.every((s) => s.bytes <= INLINE_MAX_BYTES || s.inline === undefined)).to.equal(true);
+    // Only the big one is an object; the others live in the manifest.
+    expect(await store.list("segments/r/")).to.deep.equal([v.manifest.segments[1]!.key]);
+    const read = await chain.read("r");
+    const all: StoredMessage[] = [];
+    for await (const part of chain.messages("r", read!.manifest, 1, 25)) all.push(...part.messages);
+    expect(all).to.deep.equal([...messages("r", 1, 10), ...bulky("r", 11, 20), ...messages("r", 21, 25)]);
+    // A merge writes the inline ones out (as part of a level-1 object) and leaves no tombstone for them.
+    for (let i = 0; i < FANOUT; i++) v = await chain.append("r", v, messages("r", 26 + i, 26 + i), writer);
+    expect(v.manifest.segments.map((s) => `${s.level}${s.inline === undefined ? "o" : "i"}`)).to.deep.equal(["1o", "0i", "0i", "0i"]);
+    // The one replaced object was named by a tombstone, and with retention 0 both are gone already.
+    expect(await store.list("trash/r/")).to.deep.equal([]);
+    expect(await store.list("segments/r/")).to.deep.equal([v.manifest.segments[0]!.key]);
+    const again: StoredMessage[] = [];
+    for await (const part of chain.messages("r", v.manifest, 1, v.manifest.head)) again.push(...part.messages);
+    expect(again.map((m) => m.seq)).to.deep.equal(Array.from({ length: 33 }, (_, i) => i + 1));
+
+    // A tampered inline body fails its checksum like an object would.
+    const tampered = { ...v.manifest, segments: v.manifest.segments.map((s, i) => (i === 1 ? { ...s, inline: Buffer.from("junk").toString("base64") } : s)) };
+    await store.put("rooms/t/manifest.json", Buffer.from(JSON.stringify({ ...tampered, room: "t" })));
+    const t = await chain.read("t");
+    let err: unknown;
+    await restoreRoom(new MemoryRoomStore(), chain, "t", t!).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(CheckpointCorruptError);
+    // Format 1 cannot have inline segments; an inline body must be a string.
+    for (const bad of [{ ...v.manifest, format: 1 }, { ...v.manifest, segments: v.manifest.segments.map((s) => ({ ...s, inline: 5 })) }]) {
+      await store.put("rooms/b/manifest.json", Buffer.from(JSON.stringify({ ...bad, room: "b" })));
+      let e: unknown;
+      await chain.read("b").catch((x: unknown) => (e = x));
+      expect(e).to.be.instanceOf(CheckpointCorruptError);
+    }
+    // A format-1 manifest (segments as objects only) still reads.
+    const old = await chain.append("o", undefined, bulky("o", 1, 10), writer);
+    await store.put("rooms/o/manifest.json", Buffer.from(JSON.stringify({ ...old.manifest, format: 1 })));
+    const legacy: StoredMessage[] = [];
+    const o = await chain.read("o");
+    for await (const part of chain.messages("o", o!.manifest, 1, 10)) legacy.push(...part.messages);
+    expect(legacy).to.deep.equal(bulky("o", 1, 10));
   });
 
   it("detects a manifest whose chain has a hole", async () => {
@@ -159,15 +224,17 @@ describe("checkpoint chain", () => {
   it("restores a room to a seq and truncates the chain there", async () => {
     const { store } = objectDir();
     const chain = new CheckpointChain(store, 60_000);
-    let v = await chain.append("r", undefined, messages("r", 1, 40), writer);
-    v = await chain.append("r", v, messages("r", 41, 100), writer);
+    // Segment objects (too big to travel inline), so the dropped one has an object for a tombstone to name.
+    const written = bulky("r", 1, 100);
+    let v = await chain.append("r", undefined, written.slice(0, 40), writer);
+    v = await chain.append("r", v, written.slice(40, 100), writer);
     const local = new MemoryRoomStore();
     const progress: string[] = [];
     const result = await restoreRoom(local, chain, "r", v, { toSeq: 55, replace: true, onProgress: (p) => progress.push(`${p.phase}:${p.segmentsDone}`) });
     expect(result).to.deep.equal({ room: "r", restored: 55, head: 55 });
     expect(progress).to.deep.equal(["verify:1", "verify:2", "write:1", "write:2"]);
-    expect(local.history("r", { after: 0, limit: 100 })).to.deep.equal(messages("r", 1, 55));
-    const cut = await chain.truncate("r", v, 55, messages("r", 41, 55), writer);
+    expect(local.history("r", { after: 0, limit: 100 })).to.deep.equal(written.slice(0, 55));
+    const cut = await chain.truncate("r", v, 55, written.slice(40, 55), writer);
     expect(cut.manifest.head).to.equal(55);
     expect(cut.manifest.segments.map((s) => [s.from, s.to])).to.deep.equal([
       [1, 40],
