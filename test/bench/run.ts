@@ -161,7 +161,8 @@ const cfg = {
   rebRate: num("reb-rate", QUICK ? 300 : 1000),
   rebSteadySec: num("reb-steady-sec", QUICK ? 5 : 10),
   rebAfterSec: num("reb-after-sec", QUICK ? 3 : 5),
-  rebMaxConcurrent: num("reb-max-concurrent", 32),
+  // The CLI default: what an operator runs.
+  rebMaxConcurrent: num("reb-max-concurrent", 16),
   rebPauseTargetMs: 200,
   rebThroughputTarget: 0.7,
   // Failover: kill -9 of an owner under a send load, per lease TTL.
