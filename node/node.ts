@@ -326,7 +326,12 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
   const liveness = new Liveness({ self: config.id, membership, mapStore, lease, watcher: new LeaseWatcher(objects, config.leaseTtlMs), peers, log });
   membership.onChange((map, previous) => {
     log.info({ epoch: map.epoch, from: previous.epoch, nodes: map.nodes.map((n) => `${n.id}:${n.state}`) }, "cluster map changed");
-    void transfer.afterMapChange().then((r) => (r.lost > 0 || r.gained > 0) && log.info(r, "rooms moved after map change"));
+    void transfer.afterMapChange().then(
+      (r) => (r.lost > 0 || r.gained > 0) && log.info(r, "rooms moved after map change"),
+      // E.g. the object store unreachable for the chain listing, or the node stopping meanwhile: rooms gained are
+      // still taken over on their first request.
+      (err: unknown) => log.warn({ err: (err as Error).message }, "eager takeover pass failed"),
+    );
     // Every room's replica is (re)synced under the new epoch; rooms gained are synced after their takeover.
     replicator?.resync();
     void dropUnneededCopies({ self: config.id, membership, store: replicaStore }).then(

@@ -44,6 +44,8 @@ export interface HandoffPeer {
  * than the chain). The checkpoint backlog bound usually keeps tails far below this.
  */
 const MAX_TAIL_MESSAGES = 5_000;
+/** How long after a map change the eager takeover pass over idle gained rooms waits (see afterMapChange). */
+const EAGER_TAKEOVER_DELAY_MS = 2_000;
 const MAX_TAIL_BYTES = 2 * 1024 * 1024;
 
 export interface TransferDeps {
@@ -66,6 +68,8 @@ export interface TransferDeps {
   readonly replicas?: { continueFromCopy(room: string, dead: string, lostAt: number): Promise<number | undefined> };
   /** Called when a takeover has replaced the room's local copy, before the room opens. */
   readonly afterTakeOver?: (room: string) => void;
+  /** Delay of the eager takeover pass after a map change (default 2 s). */
+  readonly eagerDelayMs?: number;
 }
 
 export interface TakeOverResult {
@@ -291,9 +295,13 @@ export class OwnershipTransfer {
     if (unsaved.length > 0) await checkpointer.flush(unsaved, { force: true }).catch(() => undefined);
     // Listing every chain costs a walk of the whole store: only when this change can have given us rooms (a
     // rebalance that adds a node gives the others none, and all of them listed 10,000 rooms at its busiest moment).
-    const gained = membership.mayHaveGained(this.d.self)
-      ? (await chain.rooms()).filter((room) => membership.ownerOf(room) === this.d.self && this.needsTakeOver(room))
-      : [];
+    if (!membership.mayHaveGained(this.d.self)) return { lost: lost.length, gained: 0 };
+    // And not in the first moments after the switch: rooms with traffic are taken over on their first request
+    // and a rebalance's own takeovers start at once; the eager pass is for the idle rest, and listing 10,000
+    // chains then competed with both on the new owner's busiest second.
+    await new Promise((r) => setTimeout(r, this.d.eagerDelayMs ?? EAGER_TAKEOVER_DELAY_MS));
+    // Judged under the newest map: a room taken over meanwhile (or no longer ours) is skipped.
+    const gained = (await chain.rooms()).filter((room) => membership.ownerOf(room) === this.d.self && this.needsTakeOver(room));
     let next = 0;
     const worker = async () => {
       while (next < gained.length) {

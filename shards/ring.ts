@@ -11,7 +11,7 @@ import { type ClusterMap, ownerNodes } from "./cluster-map.js";
 /** Virtual nodes per node: 160 gives a spread within a few percent of even for 3-10 nodes. */
 const VNODES = 160;
 /** Bound of each ring's owner cache (rooms); past it the cache starts over. */
-const MAX_CACHED_OWNERS = 100_000;
+const MAX_CACHED_OWNERS = 50_000;
 
 export class Ring {
   readonly epoch: number;
@@ -28,8 +28,8 @@ export class Ring {
     this.nodeIds = owners.map((n) => n.id).sort();
     this.regions = [...new Set(owners.map((n) => n.region))].sort();
     this.homes = map.homes ?? {};
-    // hashring's cache makes repeated lookups of hot rooms cheap; the rings themselves never change.
-    const options = { "vnode count": VNODES, "max cache size": 50_000 };
+    // Owners are cached in `owners` (a Map): hashring's own LRU would hold a second copy, slower to hit.
+    const options = { "vnode count": VNODES, "max cache size": 16 };
     this.regionRing = this.regions.length === 0 ? undefined : new HashRing([...this.regions], "md5", options);
     for (const region of this.regions) {
       const ids = owners.filter((n) => n.region === region).map((n) => n.id).sort();
