@@ -47,28 +47,25 @@ const statements = db.transaction((list) => {
   for (const [sql, params] of list) statement(sql).run(...params);
 });
 
+/** Runs a transaction whose commit need not be durable on its own (the next FULL commit's fsync covers it). */
+function withoutFsync(transaction) {
+  db.pragma("synchronous = OFF");
+  try {
+    transaction();
+  } finally {
+    db.pragma("synchronous = FULL");
+  }
+}
+
 parentPort.on("message", (msg) => {
   try {
-    if (msg.op === "append" && msg.bulk) {
-      // Restores copy what the checkpoint chain already holds durably: no fsync per batch (the next normal
-      // commit's fsync covers these WAL frames too, since the WAL is append-only).
-      db.pragma("synchronous = OFF");
-      try {
-        append(msg.messages);
-      } finally {
-        db.pragma("synchronous = FULL");
-      }
-    } else if (msg.op === "append") append(msg.messages);
-    else if (msg.op === "checkpoints") {
-      // Checkpoint records are advisory (a lost one makes a restart re-read the manifest): no fsync of their
-      // own, which would delay the appends queued behind them; the next append's fsync makes them durable.
-      db.pragma("synchronous = OFF");
-      try {
-        checkpoints(msg.records);
-      } finally {
-        db.pragma("synchronous = FULL");
-      }
-    }
+    // Restores copy what the checkpoint chain already holds durably: no fsync per batch (the next normal
+    // commit's fsync covers these WAL frames too, since the WAL is append-only).
+    if (msg.op === "append" && msg.bulk) withoutFsync(() => append(msg.messages));
+    else if (msg.op === "append") append(msg.messages);
+    // Checkpoint records are advisory (a lost one makes a restart re-read the manifest): no fsync of their own,
+    // which would delay the appends queued behind them; the next append's fsync makes them durable.
+    else if (msg.op === "checkpoints") withoutFsync(() => checkpoints(msg.records));
     else if (msg.op === "tx") statements(msg.statements);
     else if (msg.op === "delete") deleteRoom(msg.room);
     // The checkpoint fsyncs the WAL (frames of bulk appends included) before copying it into the file.

@@ -7,7 +7,6 @@ import * as grpc from "@grpc/grpc-js";
 import {
   PeerClient,
   type EventBatch,
-  type HandoffManyReply,
   type HandoffReply,
   type SendBatchReply,
   type SendBatchRequest,
@@ -153,8 +152,7 @@ export class PeerLink implements OwnerApi, OwnerEvents, AdminApi, ReplicaPeer {
       const r = outcome[i];
       if (r === undefined) q.reject(new FractalError("internal", `node ${this.peer} answered a short batch`));
       else if (r.errorCode === "") q.resolve({ seq: r.seq, ts: r.ts });
-      else if (isErrorCode(r.errorCode)) q.reject(new FractalError(r.errorCode, r.errorMessage, r.epoch ? { epoch: r.epoch } : undefined));
-      else q.reject(new FractalError("internal", r.errorMessage));
+      else q.reject(this.itemError(r, "a send"));
     });
   }
 
@@ -205,18 +203,13 @@ export class PeerLink implements OwnerApi, OwnerEvents, AdminApi, ReplicaPeer {
       // The newest caller epoch speaks for all (epochs only grow; the old owner adopts that map first).
       const caller = part.reduce((a, q) => (q.caller.epoch > a.epoch ? q.caller : a), part[0]!.caller);
       const request = { caller, rooms: part.map((q) => ({ caller, room: q.room, ...q.copy })) };
-      new Promise<HandoffManyReply>((resolve, reject) => {
-        this.client.handoffMany(request, new grpc.Metadata({ waitForReady: true }), { deadline: Date.now() + this.timeoutMs }, (err, res) =>
-          err ? reject(err) : resolve(res),
-        );
-      }).then(
+      this.callRaw(this.client.handoffMany, request).then(
         (reply) =>
           part.forEach((q, j) => {
             const o = reply.outcomes[j];
             if (o === undefined) q.reject(new FractalError("internal", `node ${this.peer} answered a short handoff batch`));
             else if (o.errorCode === "" && o.reply !== undefined) q.resolve(handoffOf(q.room, o.reply));
-            else if (isErrorCode(o.errorCode)) q.reject(new FractalError(o.errorCode, o.errorMessage, o.epoch ? { epoch: o.epoch } : undefined));
-            else q.reject(new FractalError("internal", o.errorMessage || `node ${this.peer} gave no handoff for ${q.room}`));
+            else q.reject(this.itemError(o, `the handoff of ${q.room}`));
           }),
         (err: grpc.ServiceError) => {
           if (err.code !== grpc.status.UNIMPLEMENTED) return part.forEach((q) => q.reject(fromServiceError(err, this.peer)));
@@ -313,15 +306,28 @@ export class PeerLink implements OwnerApi, OwnerEvents, AdminApi, ReplicaPeer {
   }
 
   private call<Req, Res>(method: Unary<Req, Res>, req: Req, timeoutMs = this.timeoutMs): Promise<Res> {
+    return this.callRaw(method, req, timeoutMs).catch((err: grpc.ServiceError) => {
+      throw fromServiceError(err, this.peer);
+    });
+  }
+
+  /** A unary call that rejects with the gRPC error itself (for callers that look at its status code). */
+  private callRaw<Req, Res>(method: Unary<Req, Res>, req: Req, timeoutMs = this.timeoutMs): Promise<Res> {
     return new Promise((resolve, reject) => {
       const deadline = Date.now() + timeoutMs;
       // waitForReady: a peer that is restarting (channel in backoff) serves the call as soon as it is back,
       // within the deadline; a peer that stays down answers unavailable at the deadline, never later.
       method.call(this.client, req, new grpc.Metadata({ waitForReady: true }), { deadline }, (err, res) => {
-        if (err) reject(fromServiceError(err, this.peer));
+        if (err) reject(err);
         else resolve(res);
       });
     });
+  }
+
+  /** The error of one item of a batched reply (a send, a handoff): its Fractal code, else internal. */
+  private itemError(r: { errorCode: string; errorMessage: string; epoch: number }, what: string): FractalError {
+    if (isErrorCode(r.errorCode)) return new FractalError(r.errorCode, r.errorMessage, r.epoch ? { epoch: r.epoch } : undefined);
+    return new FractalError("internal", r.errorMessage || `node ${this.peer} gave no answer for ${what}`);
   }
 
   private connect(): void {

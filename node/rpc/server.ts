@@ -65,6 +65,13 @@ export function peerImplementation(deps: PeerServerDeps): PeerServer {
     }
   };
 
+  /** One failed item of a batched call, as its reply carries it (unexpected errors are logged and internal). */
+  const itemFailure = (err: unknown, context: { what: string; room?: string }) => {
+    const e = err instanceof FractalError ? err : new FractalError("internal", String(err));
+    if (e.code === "internal") log.error({ err, room: context.room }, `${context.what} failed`);
+    return { errorCode: e.code, errorMessage: e.message, epoch: e.epoch ?? 0 };
+  };
+
   /** Runs the sends of one batch concurrently (they enqueue in order, so seqs follow the batch's order). */
   const sendBatch = async (req: SendBatchRequest) => {
     const c = caller(req.caller);
@@ -78,9 +85,7 @@ export function peerImplementation(deps: PeerServerDeps): PeerServer {
           const r = await owner.send(c, checkRoomId(item.room), user(item.user), item.id, text);
           return { seq: r.seq, ts: r.ts, errorCode: "", errorMessage: "", epoch: 0 };
         } catch (err) {
-          const e = err instanceof FractalError ? err : new FractalError("internal", String(err));
-          if (e.code === "internal") log.error({ err }, "batched send failed");
-          return { seq: 0, ts: 0, errorCode: e.code, errorMessage: e.message, epoch: e.epoch ?? 0 };
+          return { seq: 0, ts: 0, ...itemFailure(err, { what: "batched send" }) };
         }
       }),
     );
@@ -178,9 +183,7 @@ export function peerImplementation(deps: PeerServerDeps): PeerServer {
               const r = await deps.transfer.handOff(c, checkRoomId(item.room), { since: item.since, sinceId: item.sinceId, sinceTs: item.sinceTs });
               return { reply: handoffReply(r), errorCode: "", errorMessage: "", epoch: 0 };
             } catch (err) {
-              const e = err instanceof FractalError ? err : new FractalError("internal", String(err));
-              if (e.code === "internal") log.error({ err, room: item.room }, "handoff failed");
-              return { reply: undefined, errorCode: e.code, errorMessage: e.message, epoch: e.epoch ?? 0 };
+              return { reply: undefined, ...itemFailure(err, { what: "handoff", room: item.room }) };
             }
           }),
         ),

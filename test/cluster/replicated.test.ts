@@ -22,7 +22,7 @@ import {
   http,
   session,
   sleep,
-  startCluster,
+  useCluster,
   uniqueRoom,
   uniqueUser,
   waitUntil,
@@ -50,13 +50,7 @@ async function startLoad(c: TestCluster, via: number[], rooms: string[], tag: st
   let stopped = false;
   const sockets: Socket[] = [];
   for (const i of via) {
-    const token = await session(c.node(i).httpUrl, uniqueUser(`s${i}`));
-    const socket = io(c.node(i).httpUrl, { auth: { token }, transports: ["websocket"], forceNew: true, reconnection: false });
-    await new Promise<void>((resolve, reject) => {
-      socket.once("connect", resolve);
-      socket.once("connect_error", reject);
-    });
-    sockets.push(socket);
+    sockets.push(await connect(c.node(i).httpUrl, await session(c.node(i).httpUrl, uniqueUser(`s${i}`))));
   }
   const loops = sockets.map(async (socket, k) => {
     for (let i = 0; !stopped; i++) {
@@ -253,21 +247,12 @@ function divergentRows(c: TestCluster, node: string, histories: Map<string, Chat
 
 describe("cluster: replicated durability, kill -9 of an owner under load", function () {
   this.timeout(180_000);
-  let c: TestCluster;
+  const cluster = useCluster({ nodes: 3, extraArgs: [...ARGS, "--durability", "replicated"] });
   /** The first test's rooms and their histories: later moves must never change them. */
   let failedOver: Map<string, ChatMessage[]> | undefined;
-  before(async function () {
-    this.timeout(60_000);
-    c = await startCluster({ nodes: 3, extraArgs: [...ARGS, "--durability", "replicated"] });
-  });
-  after(async () => {
-    await c?.stopAll();
-  });
-  afterEach(function () {
-    if (this.currentTest?.state === "failed") c.printLogTails(60);
-  });
 
   it("loses no acknowledged message, continues each room at head + 1, and every client stream stays gap-free", async () => {
+    const c = cluster();
     const r = await killOwnerUnderLoad(c, "rep");
     // The scenario must be one that local durability loses messages in: acknowledged after the last checkpoint.
     expect(r.atRisk.length, "messages acknowledged after the last checkpoint before the kill").to.be.greaterThan(0);
@@ -319,6 +304,7 @@ describe("cluster: replicated durability, kill -9 of an owner under load", funct
   });
 
   it("a dead replica: its rooms' sends are unavailable until the map marks it down, then succeed; other rooms never stop; nothing acknowledged is lost", async () => {
+    const c = cluster();
     // The first test left n2 back as `joining`; a rebalance makes the three nodes active again (in replicated
     // durability too: the moved rooms are handed off and their new replicas backfilled).
     if (!c.isRunning(c.indexOf("n2"))) await c.restart(c.indexOf("n2"));
@@ -410,20 +396,11 @@ describe("cluster: replicated durability, kill -9 of an owner under load", funct
 
 describe("cluster: replicated durability, an owner's disk lost and the node back before its lease expired", function () {
   this.timeout(180_000);
-  let c: TestCluster;
-  before(async function () {
-    this.timeout(60_000);
-    // A long lease: the owner is back long before anybody could fail it over, so it rebuilds its own rooms.
-    c = await startCluster({ nodes: 3, extraArgs: ["--lease-ttl", "15s", "--checkpoint-interval", "2s", "--checkpoint-backlog", String(BACKLOG), "--durability", "replicated"] });
-  });
-  after(async () => {
-    await c?.stopAll();
-  });
-  afterEach(function () {
-    if (this.currentTest?.state === "failed") c.printLogTails(60);
-  });
+  // A long lease: the owner is back long before anybody could fail it over, so it rebuilds its own rooms.
+  const cluster = useCluster({ nodes: 3, extraArgs: ["--lease-ttl", "15s", "--checkpoint-interval", "2s", "--checkpoint-backlog", String(BACKLOG), "--durability", "replicated"] });
 
   it("takes what it acknowledged after the last checkpoint back from the replicas: nothing lost, no backlog skip", async () => {
+    const c = cluster();
     const ring = new Ring(await clusterMap(c, 0));
     const rooms: string[] = [];
     for (let i = 0; rooms.length < 3; i++) {
@@ -471,16 +448,10 @@ describe("cluster: replicated durability, an owner's disk lost and the node back
 
 describe("cluster: replicated durability on a single node (degraded)", function () {
   this.timeout(60_000);
-  let c: TestCluster;
-  before(async function () {
-    this.timeout(40_000);
-    c = await startCluster({ nodes: 1, extraArgs: ["--durability", "replicated"] });
-  });
-  after(async () => {
-    await c?.stopAll();
-  });
+  const cluster = useCluster({ nodes: 1, extraArgs: ["--durability", "replicated"] });
 
   it("acknowledges after the local commit, counts the rooms as degraded and warns once", async () => {
+    const c = cluster();
     const url = c.node(0).httpUrl;
     const socket = await connect(url, await session(url, uniqueUser("solo")));
     const rooms = [uniqueRoom("solo"), uniqueRoom("solo")];
@@ -498,19 +469,10 @@ describe("cluster: replicated durability on a single node (degraded)", function 
 describe("cluster: local durability, the same kill -9 (for comparison)", function () {
   if (process.env.FRACTAL_TEST_SKIP_LOCAL) return;
   this.timeout(180_000);
-  let c: TestCluster;
-  before(async function () {
-    this.timeout(60_000);
-    c = await startCluster({ nodes: 3, extraArgs: [...ARGS, "--durability", "local"] });
-  });
-  after(async () => {
-    await c?.stopAll();
-  });
-  afterEach(function () {
-    if (this.currentTest?.state === "failed") c.printLogTails(60);
-  });
+  const cluster = useCluster({ nodes: 3, extraArgs: [...ARGS, "--durability", "local"] });
 
   it("loses at most what was acknowledged after the last checkpoint, and skips the backlog", async () => {
+    const c = cluster();
     const r = await killOwnerUnderLoad(c, "loc");
     for (const w of r.watchers) w.close();
     // Whatever was lost had been acknowledged after the room's last checkpoint before the kill.
