@@ -28,6 +28,8 @@ export class Membership {
    * due?), and a room that never moved walks every remembered change. Cleared when the map changes.
    */
   private readonly changes = new Map<string, ReturnType<Membership["lastOwnerChange"]>>();
+  private refreshing: Promise<void> | undefined;
+  private nextRefresh: Promise<void> | undefined;
 
   constructor(
     readonly self: string,
@@ -76,9 +78,25 @@ export class Membership {
     return true;
   }
 
-  /** Asks the source of truth for a newer map (after a wrong_owner answer, for instance). */
-  async refresh(): Promise<void> {
-    this.update(await this.source());
+  /**
+   * Asks the source of truth for a newer map (after a wrong_owner answer, for instance). Callers that come while
+   * a read runs share the next one: its answer may predate their reason to ask, but during a room move hundreds
+   * of requests a second ask at once, and each read the map from the object store.
+   */
+  refresh(): Promise<void> {
+    if (this.refreshing === undefined) {
+      this.refreshing = this.source()
+        .then((map) => void this.update(map))
+        .finally(() => (this.refreshing = undefined));
+      return this.refreshing;
+    }
+    this.nextRefresh ??= this.refreshing
+      .catch(() => undefined)
+      .then(() => {
+        this.nextRefresh = undefined;
+        return this.refresh();
+      });
+    return this.nextRefresh;
   }
 
   /**

@@ -5,13 +5,14 @@
  * across processes by a lock per key (see withLock), so compare-and-swap holds between nodes that share the
  * directory. Versions are the SHA-256 of the body, like S3's ETag is an MD5.
  *
- * Cost: conditional writes are the hot path of checkpoints (a manifest per room per interval). Metadata calls
- * (lock create/remove, rename, link, stat) are synchronous: they take microseconds on a local disk, while each
- * promise call costs a thread-pool round trip; only the write of the body (with its fsync) is asynchronous.
+ * Cost: conditional writes are the hot path of checkpoints (a manifest per room per interval), which run in a
+ * thread of their own (ThreadedObjectStore) with `blocking: true`: every call synchronous, where blocking costs
+ * nothing and each asynchronous call would be two more thread switches through libuv's pool. Without it (the
+ * event loop's store: leases, the cluster map) every call is asynchronous, metadata calls too: a rename or
+ * link waits for the filesystem's journal, which under the checkpoints' fsyncs took 10-15 ms per call and
+ * stalled every client of the node once a second (the lease renewal).
  * The version of the current object is known without reading it when the file is still the inode this process
  * renamed into place (every replacement is a rename of a new inode, so an unchanged inode is unchanged content).
- * `blocking: true` makes every call synchronous: for a thread of its own (ThreadedObjectStore), where blocking
- * costs nothing and each asynchronous call would be two more thread switches through libuv's pool.
  */
 import { createHash, randomBytes } from "node:crypto";
 import {
@@ -27,6 +28,7 @@ import {
   unlinkSync,
   writeFileSync,
   type Dirent,
+  type Stats,
 } from "node:fs";
 import * as fsAsync from "node:fs/promises";
 import { dirname, join, relative, sep } from "node:path";
@@ -96,45 +98,44 @@ export class DirectoryObjectStore implements ObjectStore {
       // Create-only needs no lock: link() of a complete temp file fails atomically if the name exists.
       const tmp = await this.writeTemp(file, body);
       try {
-        linkSync(tmp, file);
+        await this.fs.link(tmp, file);
       } catch (err) {
         if (isCode(err, "EEXIST")) throw new PreconditionFailedError(key);
         throw err;
       } finally {
-        unlinkQuietly(tmp);
+        await this.fs.unlinkQuietly(tmp);
       }
       return { version: versionOf(body) };
     }
     return this.withLock(file, async () => {
-      const current = this.currentVersion(file);
+      const current = await this.currentVersion(file);
       if (condition.ifNoneMatch === "*" && current !== undefined) throw new PreconditionFailedError(key);
       if (condition.ifMatch !== undefined && current !== condition.ifMatch) throw new PreconditionFailedError(key);
       const version = versionOf(body);
       const tmp = await this.writeTemp(file, body);
-      renameSync(tmp, file);
-      this.remember(file, version);
+      await this.fs.rename(tmp, file);
+      await this.remember(file, version);
       return { version };
     });
   }
 
   /** The version of the file now, or undefined when there is none. */
-  private currentVersion(file: string): string | undefined {
+  private async currentVersion(file: string): Promise<string | undefined> {
     let st;
     try {
-      st = statSync(file);
+      st = await this.fs.stat(file);
     } catch (err) {
       if (isCode(err, "ENOENT")) return undefined;
       throw err;
     }
     const k = this.known.get(file);
     if (k !== undefined && k.ino === st.ino && k.size === st.size && k.mtimeMs === st.mtimeMs && k.ctimeMs === st.ctimeMs) return k.version;
-    const body = readFileSync(file);
-    return versionOf(body);
+    return versionOf(await this.fs.readFile(file));
   }
 
-  private remember(file: string, version: string): void {
+  private async remember(file: string, version: string): Promise<void> {
     try {
-      const st = statSync(file);
+      const st = await this.fs.stat(file);
       this.known.set(file, { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, version });
     } catch {
       this.known.delete(file);
@@ -163,7 +164,7 @@ export class DirectoryObjectStore implements ObjectStore {
 
   private async writeAtomically(file: string, body: Buffer): Promise<void> {
     this.known.delete(file);
-    renameSync(await this.writeTemp(file, body), file);
+    await this.fs.rename(await this.writeTemp(file, body), file);
   }
 
   private async writeTemp(file: string, body: Buffer): Promise<string> {
@@ -199,20 +200,20 @@ export class DirectoryObjectStore implements ObjectStore {
     let seen: { ino: number; since: number } | undefined;
     for (let attempt = 0; ; attempt++) {
       try {
-        linkSync(source, lock);
+        await this.fs.link(source, lock);
         break;
       } catch (err) {
         if (!isCode(err, "EEXIST")) throw err;
         let ino: number | undefined;
         try {
-          ino = statSync(lock).ino;
+          ino = (await this.fs.stat(lock)).ino;
         } catch {
           // released meanwhile
         }
         const now = Date.now();
         if (ino === undefined || seen?.ino !== ino) seen = ino === undefined ? undefined : { ino, since: now };
         else if (now - seen.since > this.staleLockMs) {
-          unlinkQuietly(lock);
+          await this.fs.unlinkQuietly(lock);
           seen = undefined;
         }
         await new Promise((r) => setTimeout(r, Math.min(50, 2 + attempt)));
@@ -221,7 +222,7 @@ export class DirectoryObjectStore implements ObjectStore {
     try {
       return await fn();
     } finally {
-      unlinkQuietly(lock);
+      await this.fs.unlinkQuietly(lock);
     }
   }
 
@@ -261,9 +262,13 @@ export class DirectoryObjectStore implements ObjectStore {
   }
 }
 
-/** The calls whose blocking and asynchronous forms differ (metadata calls are always synchronous). */
+/** The file calls of a store, blocking or asynchronous (see the class comment). */
 interface FsCalls {
   readFile(file: string): Promise<Buffer>;
+  rename(from: string, to: string): Promise<void>;
+  link(existing: string, name: string): Promise<void>;
+  stat(file: string): Promise<Stats>;
+  unlinkQuietly(file: string): Promise<void>;
   writeDurably(file: string, body: Buffer): Promise<void>;
   mkdirs(dir: string): Promise<unknown>;
   readdir(dir: string): Promise<Dirent[]>;
@@ -272,6 +277,10 @@ interface FsCalls {
 
 const asyncFs: FsCalls = {
   readFile: (file) => fsAsync.readFile(file),
+  rename: (from, to) => fsAsync.rename(from, to),
+  link: (existing, name) => fsAsync.link(existing, name),
+  stat: (file) => fsAsync.stat(file),
+  unlinkQuietly: (file) => fsAsync.unlink(file).catch(() => undefined),
   writeDurably: (file, body) => fsAsync.writeFile(file, body, { flush: true }),
   mkdirs: (dir) => fsAsync.mkdir(dir, { recursive: true }),
   readdir: (dir) => fsAsync.readdir(dir, { withFileTypes: true }),
@@ -281,6 +290,10 @@ const asyncFs: FsCalls = {
 // Thrown errors become rejections, as with the asynchronous calls.
 const blockingFs: FsCalls = {
   readFile: async (file) => readFileSync(file),
+  rename: async (from, to) => renameSync(from, to),
+  link: async (existing, name) => linkSync(existing, name),
+  stat: async (file) => statSync(file),
+  unlinkQuietly: async (file) => unlinkQuietly(file),
   writeDurably: async (file, body) => writeFileSync(file, body, { flush: true }),
   mkdirs: async (dir) => mkdirSync(dir, { recursive: true }),
   readdir: async (dir) => readdirSync(dir, { withFileTypes: true }),

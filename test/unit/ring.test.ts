@@ -88,6 +88,43 @@ describe("membership: which map changes can give a node rooms", () => {
   });
 });
 
+describe("membership: refreshing the map", () => {
+  it("callers during a read share the next read, which starts after theirs began; failures reach every caller", async () => {
+    let reads = 0;
+    let epoch = 1;
+    const gates: (() => void)[] = [];
+    const source = () => {
+      reads++;
+      const answer = epoch;
+      return new Promise<ClusterMap>((resolve, reject) => gates.push(() => (answer < 0 ? reject(new Error("store down")) : resolve(mapOf(["n1", "n2"], answer)))));
+    };
+    const m = new Membership("n1", mapOf(["n1"]), source);
+    const first = m.refresh();
+    epoch = 2; // a change the first read cannot have seen
+    const waiting = Array.from({ length: 50 }, () => m.refresh());
+    expect(reads).to.equal(1);
+    gates.shift()!();
+    await first;
+    expect(m.epoch).to.equal(1);
+    await new Promise((r) => setImmediate(r));
+    expect(reads, "one more read for all 50 callers").to.equal(2);
+    gates.shift()!();
+    await Promise.all(waiting);
+    expect(m.epoch, "the callers' read saw the change").to.equal(2);
+    epoch = -1;
+    const failing = [m.refresh(), m.refresh()];
+    gates.shift()!();
+    await new Promise((r) => setImmediate(r));
+    gates.shift()!();
+    for (const p of failing) expect(await p.then(() => "resolved", (e: Error) => e.message)).to.equal("store down");
+    epoch = 3;
+    const after = m.refresh();
+    gates.shift()!();
+    await after;
+    expect(m.epoch, "a failed read does not block later ones").to.equal(3);
+  });
+});
+
 describe("cluster map from --peers", () => {
   it("parses id=host:port lists at epoch 1", () => {
     const map = mapFromPeers("n1=127.0.0.1:9080, n2=127.0.0.1:9081");
