@@ -359,10 +359,12 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     // 3. A final checkpoint of every dirty room, so a node stopped cleanly loses nothing even with its disk.
     checkpointer.stop();
     rebuilder.stop();
+    // Rooms lost at a recent map change and not handed off yet (the final checkpoint skips rooms not owned).
+    await transfer.saveLost();
     const final = await checkpointer.flush().catch((err: unknown) => ({ rooms: 0, messages: 0, failed: -1, err }));
     log.info({ ...final }, "final checkpoint");
     // Everything this node acknowledged is in the chain: whoever rebuilds its rooms need not skip seqs.
-    if (final.failed === 0 && checkpointer.dirtyRooms === 0) await markCleanStop(objects, config.id).catch(() => undefined);
+    if (final.failed === 0 && checkpointer.dirtyRooms === 0 && transfer.unsavedLostRooms === 0) await markCleanStop(objects, config.id).catch(() => undefined);
     clearInterval(pinger);
     // 4. Clients are told to go (they reconnect elsewhere and resume with since); peers are released.
     io.disconnectSockets(true);

@@ -47,6 +47,8 @@ const MAX_TAIL_MESSAGES = 5_000;
 /** How long after a map change the eager takeover pass over idle gained rooms waits (see afterMapChange). */
 const EAGER_TAKEOVER_DELAY_MS = 2_000;
 const MAX_TAIL_BYTES = 2 * 1024 * 1024;
+/** Retry of saving lost rooms (see saveLost) after the object store failed. */
+const SAVE_LOST_RETRY_MS = 5_000;
 
 export interface TransferDeps {
   readonly self: string;
@@ -82,6 +84,8 @@ export class OwnershipTransfer {
   /** Room -> epoch of the map change this node last completed a takeover for. */
   private readonly settled = new Map<string, number>();
   private readonly inflight = new Map<string, Promise<TakeOverResult>>();
+  /** See afterMapChange and saveLost. */
+  private readonly unsavedLost = new Set<string>();
 
   constructor(private readonly d: TransferDeps) {}
 
@@ -246,12 +250,15 @@ export class OwnershipTransfer {
     const tail = this.tailAfter(room, head, copy);
     if (tail !== undefined) {
       rooms.peek(room)?.reset();
+      // The new owner commits the tail before it serves the room, and checkpoints it from there.
+      this.unsavedLost.delete(room);
       return { head, tail, checkpointed: rooms.store.checkpointOf(room)?.seq ?? 0 };
     }
     if (head > 0) {
       const result = await checkpointer.flush([room], { force: true });
       if (result.failed > 0) throw new FractalError("unavailable", `could not checkpoint room ${room} for the handoff`);
     }
+    this.unsavedLost.delete(room);
     rooms.peek(room)?.reset();
     return { head };
   }
@@ -276,11 +283,12 @@ export class OwnershipTransfer {
   }
 
   /**
-   * After a map change: rooms this node lost are checkpointed completely (so their new owners find them in the
-   * chain even if nobody asks for a handoff), and rooms it gained that have checkpoints are taken over eagerly.
+   * After a map change: rooms this node lost with commits beyond their checkpoint are checkpointed completely
+   * (so their new owners find them in the chain even if nobody asks for a handoff), and rooms it gained that
+   * have checkpoints are taken over eagerly. Both wait a moment (see below).
    */
   async afterMapChange(concurrency = 8): Promise<{ lost: number; gained: number }> {
-    const { membership, rooms, checkpointer, chain } = this.d;
+    const { membership, rooms } = this.d;
     const lost = rooms.store.rooms().filter((room) => {
       // A room this node owns now was not lost (one lookup in the new ring; most rooms stay).
       if (membership.ownerOf(room) === this.d.self) return false;
@@ -291,11 +299,50 @@ export class OwnershipTransfer {
     // Only rooms with commits beyond their checkpoint need it: flushing a clean room still reads its manifest,
     // and a rebalance that moves thousands of rooms did that for each of them in the first seconds after the
     // switch, while their takeovers were waiting on this node (pause p50 160-250 ms then, 50-80 ms after).
-    const unsaved = lost.filter((room) => rooms.store.head(room) > (rooms.store.checkpointOf(room)?.seq ?? 0));
-    if (unsaved.length > 0) await checkpointer.flush(unsaved, { force: true }).catch(() => undefined);
+    for (const room of lost) if (this.unsaved(room)) this.unsavedLost.add(room);
+    // Not at the switch either: in a planned move the new owners ask for these rooms' handoffs in the next
+    // seconds (and a handed-off room needs no flush here), while the flush's object writes and fsyncs were
+    // queueing beside those handoffs and the first commits on the new owners. A node that stops meanwhile
+    // saves them first (saveLost).
+    const [gained] = await Promise.all([this.takeOverIdle(concurrency), this.unsavedLost.size > 0 ? this.saveLostLater() : undefined]);
+    return { lost: lost.length, gained };
+  }
+
+  /** Rooms lost at a map change with commits beyond their checkpoint, neither handed off nor saved yet. */
+  get unsavedLostRooms(): number {
+    return this.unsavedLost.size;
+  }
+
+  /**
+   * Checkpoints the lost rooms not handed off since (completely: their new owner may rebuild them from the
+   * chain alone). Also called on a graceful stop, before the final checkpoint (which skips rooms not owned).
+   */
+  async saveLost(): Promise<void> {
+    const rooms = [...this.unsavedLost].filter((room) => this.d.membership.ownerOf(room) !== this.d.self && this.unsaved(room));
+    this.unsavedLost.clear();
+    if (rooms.length === 0) return;
+    const result = await this.d.checkpointer.flush(rooms, { force: true }).catch(() => ({ failed: rooms.length }));
+    if (result.failed === 0) return;
+    // The object store failed: kept for the next try (a timer's, or the stop's).
+    for (const room of rooms) if (this.unsaved(room)) this.unsavedLost.add(room);
+    if (this.unsavedLost.size > 0) setTimeout(() => void this.saveLost(), SAVE_LOST_RETRY_MS).unref();
+  }
+
+  private saveLostLater(): Promise<void> {
+    return new Promise((r) => setTimeout(r, this.d.eagerDelayMs ?? EAGER_TAKEOVER_DELAY_MS)).then(() => this.saveLost());
+  }
+
+  private unsaved(room: string): boolean {
+    const store = this.d.rooms.store;
+    return store.head(room) > (store.checkpointOf(room)?.seq ?? 0);
+  }
+
+  /** The eager takeover pass over rooms this node gained; returns how many it found. */
+  private async takeOverIdle(concurrency: number): Promise<number> {
+    const { membership, chain } = this.d;
     // Listing every chain costs a walk of the whole store: only when this change can have given us rooms (a
     // rebalance that adds a node gives the others none, and all of them listed 10,000 rooms at its busiest moment).
-    if (!membership.mayHaveGained(this.d.self)) return { lost: lost.length, gained: 0 };
+    if (!membership.mayHaveGained(this.d.self)) return 0;
     // And not in the first moments after the switch: rooms with traffic are taken over on their first request
     // and a rebalance's own takeovers start at once; the eager pass is for the idle rest, and listing 10,000
     // chains then competed with both on the new owner's busiest second.
@@ -310,6 +357,6 @@ export class OwnershipTransfer {
       }
     };
     await Promise.all(Array.from({ length: Math.min(concurrency, gained.length) }, worker));
-    return { lost: lost.length, gained: gained.length };
+    return gained.length;
   }
 }
