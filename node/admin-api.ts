@@ -9,7 +9,7 @@ import express, { type Request, type Response } from "express";
 import { timingSafeEqual } from "node:crypto";
 import { FractalError, toFractalError } from "../shards/index.js";
 import type { ClusterAdmin } from "./admin.js";
-import type { Rebalancer, TargetKind } from "./rebalance.js";
+import { DEFAULT_MAX_CONCURRENT, type Rebalancer, type TargetKind } from "./rebalance.js";
 import { NODE_ID_PATTERN } from "../shards/index.js";
 import { checkRoomId } from "./protocol.js";
 
@@ -58,7 +58,7 @@ export function createAdminApi(admin: ClusterAdmin, rebalancer: Rebalancer, admi
    */
   router.post("/rebalance", async (req: Request, res: Response) => {
     const body = (req.body ?? {}) as { dryRun?: unknown; maxConcurrent?: unknown; drain?: unknown; moveRoom?: { room?: unknown; region?: unknown } };
-    const maxConcurrent = body.maxConcurrent ?? 16;
+    const maxConcurrent = body.maxConcurrent ?? DEFAULT_MAX_CONCURRENT;
     if (typeof maxConcurrent !== "number" || !Number.isInteger(maxConcurrent) || maxConcurrent < 1 || maxConcurrent > 256) {
       throw new FractalError("bad_request", "maxConcurrent must be a whole number from 1 to 256");
     }

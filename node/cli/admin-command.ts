@@ -4,6 +4,7 @@
  */
 import { Option, type Command } from "commander";
 import { SingleBar, Presets } from "cli-progress";
+import { DEFAULT_MAX_CONCURRENT } from "../rebalance.js";
 import { adminJson, adminRequest, adminTarget, ndjson, table, type AdminTarget } from "./admin-client.js";
 
 interface CommonFlags {
@@ -29,12 +30,12 @@ export function adminCommand(program: Command): void {
     .action(checkpoint);
   common(admin.command("rebalance").description("move rooms so joining nodes take their share (minimal movement)"))
     .option("--dry-run", "print the plan and change nothing")
-    .option("--max-concurrent <n>", "rooms taken over at once per node", "16")
+    .option("--max-concurrent <n>", "rooms taken over at once per node", String(DEFAULT_MAX_CONCURRENT))
     .action((flags: CommonFlags & MoveFlags) => move(flags, undefined));
   common(admin.command("drain").description("move every room off a node so it can be stopped"))
     .argument("<id>", "the node to drain")
     .option("--dry-run", "print the plan and change nothing")
-    .option("--max-concurrent <n>", "rooms taken over at once per node", "16")
+    .option("--max-concurrent <n>", "rooms taken over at once per node", String(DEFAULT_MAX_CONCURRENT))
     .action((id: string, flags: CommonFlags & MoveFlags) => move(flags, id));
   common(admin.command("room").description("a room's home region, owner, head and members"))
     .argument("<room>", "the room")

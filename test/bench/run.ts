@@ -24,6 +24,7 @@ import { fork, type ChildProcess } from "node:child_process";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { DEFAULT_MAX_CONCURRENT } from "../../node/rebalance.js";
 import { Histogram } from "./hist.js";
 import {
   CpuMeter,
@@ -162,7 +163,7 @@ const cfg = {
   rebSteadySec: num("reb-steady-sec", QUICK ? 5 : 10),
   rebAfterSec: num("reb-after-sec", QUICK ? 3 : 5),
   // The CLI default: what an operator runs.
-  rebMaxConcurrent: num("reb-max-concurrent", 16),
+  rebMaxConcurrent: num("reb-max-concurrent", DEFAULT_MAX_CONCURRENT),
   rebPauseTargetMs: 200,
   rebThroughputTarget: 0.7,
   // Failover: kill -9 of an owner under a send load, per lease TTL.
