@@ -138,22 +138,35 @@ export class LocalAdmin implements AdminApi {
   }
 }
 
+/** What a node's lease says: when it was last renewed (by that node's clock) and for how long it holds. */
+export interface LeaseView {
+  readonly renewedAt: number;
+  readonly ttlMs: number;
+}
+
 export class ClusterAdmin {
   constructor(
     private readonly membership: Membership,
     private readonly local: AdminApi,
     private readonly peers: { get(node: string): AdminApi },
+    /** Reads a node's lease from the object store (undefined: none, e.g. stopped or failed over). */
+    private readonly leaseOf: (node: string) => Promise<LeaseView | undefined> = async () => undefined,
   ) {}
 
   async status(query: StatusQuery) {
     const map = this.membership.map;
     const nodes = await Promise.all(
       map.nodes.map(async (n) => {
+        // The lease is read from the object store, so a node that does not answer still shows how long ago
+        // it last renewed (an unreachable node with a fresh lease is slow or cut off from us, not dead).
+        const lease = await this.leaseOf(n.id).catch(() => undefined);
+        const leaseAgeSeconds = lease === undefined ? null : Math.max(0, (Date.now() - lease.renewedAt) / 1000);
+        const leaseTtlSeconds = lease === undefined ? null : lease.ttlMs / 1000;
         try {
           const s = await this.apiOf(n.id).nodeStatus(this.caller(), query);
-          return { ...s, state: n.state, reachable: true as const };
+          return { ...s, state: n.state, reachable: true as const, leaseAgeSeconds, leaseTtlSeconds };
         } catch (err) {
-          return { node: n.id, state: n.state, reachable: false as const, error: (err as Error).message };
+          return { node: n.id, state: n.state, reachable: false as const, error: (err as Error).message, leaseAgeSeconds, leaseTtlSeconds };
         }
       }),
     );

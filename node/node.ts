@@ -235,7 +235,12 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     roomsOwned: () => store.roomCount(),
     durability: config.durability,
   });
-  const clusterAdmin = new ClusterAdmin(membership, localAdmin, peers);
+  const clusterAdmin = new ClusterAdmin(membership, localAdmin, peers, async (node) => {
+    const lease = await readLease(objects, node);
+    const renewedAt = lease?.renewedAt;
+    const ttlMs = lease?.ttlMs;
+    return typeof renewedAt === "number" && typeof ttlMs === "number" ? { renewedAt, ttlMs } : undefined;
+  });
   const rebalancer = new Rebalancer(membership, mapStore, objects, (id) => (id === config.id ? localAdmin : peers.get(id)), () => chain.rooms());
   const grpcServer = createPeerServer({
     owner,

@@ -57,6 +57,9 @@ interface NodeRow {
   error?: string;
   http?: string;
   region?: string;
+  /** Seconds since the node last renewed its lease (by its clock), and the lease's TTL; null without a lease. */
+  leaseAgeSeconds?: number | null;
+  leaseTtlSeconds?: number | null;
   clients?: number;
   roomsOwned?: number;
   dirtyRooms?: number;
@@ -75,12 +78,13 @@ async function status(flags: CommonFlags & { rooms?: boolean; room?: string }): 
   const s = await adminJson<{ self: string; epoch: number; nodes: NodeRow[] }>(t, "GET", `/status?${q}`);
   if (flags.json) return print(s);
   let out = `cluster epoch ${s.epoch} (asked ${s.self})\n\n`;
-  const rows = [["NODE", "STATE", "UP", "DURABILITY", "CLIENTS", "ROOMS", "CKPT LAG (rooms/msgs/s)", "REBUILDING", "HTTP"]];
+  const rows = [["NODE", "STATE", "UP", "LEASE AGE", "DURABILITY", "CLIENTS", "ROOMS", "CKPT LAG (rooms/msgs/s)", "REBUILDING", "HTTP"]];
   for (const n of s.nodes) {
+    const lease = n.leaseAgeSeconds == null ? "none" : `${n.leaseAgeSeconds.toFixed(1)}s/${n.leaseTtlSeconds}s`;
     rows.push(
       n.reachable
-        ? [n.node, n.state, "yes", n.durability || "local", String(n.clients), String(n.roomsOwned), `${n.dirtyRooms}/${n.lagMessages}/${n.lagSeconds!.toFixed(1)}`, String(n.gated!.length), n.http ?? ""]
-        : [n.node, n.state, "NO", "-", "-", "-", "-", "-", n.error ?? ""],
+        ? [n.node, n.state, "yes", lease, n.durability || "local", String(n.clients), String(n.roomsOwned), `${n.dirtyRooms}/${n.lagMessages}/${n.lagSeconds!.toFixed(1)}`, String(n.gated!.length), n.http ?? ""]
+        : [n.node, n.state, "NO", lease, "-", "-", "-", "-", "-", n.error ?? ""],
     );
   }
   out += table(rows);

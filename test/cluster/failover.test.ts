@@ -14,6 +14,7 @@ import {
   http,
   join,
   roomOwnedBy,
+  runAdmin,
   session,
   sleep,
   startCluster,
@@ -151,6 +152,15 @@ describe("cluster: failover (local directory object store)", function () {
     expect(report.newOwner).to.not.equal("n2");
     const state = await clusterState(c, 0);
     expect(state.nodes.find((n) => n.id === "n2")?.state).to.equal("down");
+    // `fractal admin status` shows why: n2 unreachable, its lease left unrenewed past its TTL; the others fresh.
+    const status = await runAdmin(c.node(0).httpUrl, ["status", "--json"]);
+    type Row = { node: string; state: string; reachable: boolean; leaseAgeSeconds: number | null; leaseTtlSeconds: number | null };
+    const rows = (JSON.parse(status.stdout) as { nodes: Row[] }).nodes;
+    const dead = rows.find((r) => r.node === "n2")!;
+    expect(dead).to.include({ state: "down", reachable: false });
+    expect(dead.leaseAgeSeconds!, "n2's lease age").to.be.above(dead.leaseTtlSeconds!);
+    for (const r of rows.filter((r) => r.node !== "n2")) expect(r.leaseAgeSeconds!, `${r.node}'s lease age`).to.be.within(0, r.leaseTtlSeconds!);
+    expect((await runAdmin(c.node(0).httpUrl, ["status"])).stdout).to.match(/LEASE AGE/);
 
     // The dead node comes back: it rejoins as `joining` (owning nothing until a rebalance) and serves clients.
     await c.restart(c.indexOf("n2"));
