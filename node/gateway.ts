@@ -203,6 +203,24 @@ export class Gateway implements FeedSink {
     return this.io.of("/").sockets.size;
   }
 
+  /**
+   * Closes every client's connection, a batch every 100 ms over `spreadMs` (a draining node sends them away:
+   * they reconnect by themselves, elsewhere through the load balancer, and resume with since).
+   */
+  async releaseClients(spreadMs: number): Promise<number> {
+    const sockets = [...this.io.of("/").sockets.values()];
+    const batches = Math.max(1, Math.floor(spreadMs / 100));
+    const size = Math.max(1, Math.ceil(sockets.length / batches));
+    for (let i = 0; i < sockets.length; i += size) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 100));
+      // Closing the connection underneath (no socket.io disconnect packet, which disconnect(true) would send
+      // first) makes the client see "transport close" and reconnect by itself; after "io server disconnect" it
+      // would wait for its application to reconnect.
+      for (const socket of sockets.slice(i, i + size)) socket.conn.close();
+    }
+    return sockets.length;
+  }
+
   get followedRooms(): number {
     return this.feeds.size;
   }

@@ -37,6 +37,7 @@ import { createPeerServer } from "./rpc/server.js";
 import { Router } from "./router.js";
 import { establishMapPatiently } from "./cluster-map-setup.js";
 import { Liveness, leaseOptions } from "./liveness.js";
+import { DrainWatch } from "./draining.js";
 import { OwnershipTransfer } from "./transfer.js";
 import { markCleanStop, stoppedCleanly, takeCleanStop } from "./clean-stop.js";
 import { ClusterAdmin, LocalAdmin } from "./admin.js";
@@ -271,6 +272,12 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
         .catch(() => {});
     }
   };
+  const drainWatch = new DrainWatch({
+    self: config.id,
+    awaitingHandoff: () => transfer.awaitingHandoff(),
+    releaseClients: (spreadMs) => gateway?.releaseClients(spreadMs) ?? Promise.resolve(0),
+    log,
+  });
   const pinger = setInterval(pingPeers, 2000);
   pinger.unref();
   pingPeers();
@@ -289,7 +296,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     metrics,
     log,
     maxTextLength: config.maxTextLength,
-    ready: () => ready && stopping === undefined,
+    ready: () => ready && stopping === undefined && !drainWatch.draining,
   });
   const server: HttpServer = createServer(app);
   const io = new SocketServer(server, {
@@ -337,6 +344,8 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
       // still taken over on their first request.
       (err: unknown) => log.warn({ err: (err as Error).message }, "eager takeover pass failed"),
     );
+    // After afterMapChange has noted the rooms this change took away (synchronously, before its first wait).
+    drainWatch.onMapChange(map);
     // Every room's replica is (re)synced under the new epoch; rooms gained are synced after their takeover.
     replicator?.resync();
     void dropUnneededCopies({ self: config.id, membership, store: replicaStore }).then(

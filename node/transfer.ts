@@ -86,6 +86,8 @@ export class OwnershipTransfer {
   private readonly inflight = new Map<string, Promise<TakeOverResult>>();
   /** See afterMapChange and saveLost. */
   private readonly unsavedLost = new Set<string>();
+  /** Rooms lost at map changes whose new owner has not asked for them yet (see awaitingHandoff). */
+  private readonly lostNotHandedOff = new Set<string>();
 
   constructor(private readonly d: TransferDeps) {}
 
@@ -252,6 +254,7 @@ export class OwnershipTransfer {
       rooms.peek(room)?.reset();
       // The new owner commits the tail before it serves the room, and checkpoints it from there.
       this.unsavedLost.delete(room);
+      this.lostNotHandedOff.delete(room);
       return { head, tail, checkpointed: rooms.store.checkpointOf(room)?.seq ?? 0 };
     }
     if (head > 0) {
@@ -259,6 +262,7 @@ export class OwnershipTransfer {
       if (result.failed > 0) throw new FractalError("unavailable", `could not checkpoint room ${room} for the handoff`);
     }
     this.unsavedLost.delete(room);
+    this.lostNotHandedOff.delete(room);
     rooms.peek(room)?.reset();
     return { head };
   }
@@ -296,6 +300,7 @@ export class OwnershipTransfer {
       return change !== undefined && change.from === this.d.self && change.to !== this.d.self;
     });
     for (const room of lost) rooms.peek(room)?.reset();
+    for (const room of lost) this.lostNotHandedOff.add(room);
     // Only rooms with commits beyond their checkpoint need it: flushing a clean room still reads its manifest,
     // and a rebalance that moves thousands of rooms did that for each of them in the first seconds after the
     // switch, while their takeovers were waiting on this node (pause p50 160-250 ms then, 50-80 ms after).
@@ -306,6 +311,16 @@ export class OwnershipTransfer {
     // saves them first (saveLost).
     const [gained] = await Promise.all([this.takeOverIdle(concurrency), this.unsavedLost.size > 0 ? this.saveLostLater() : undefined]);
     return { lost: lost.length, gained };
+  }
+
+  /**
+   * Rooms this node lost at map changes that their new owners have not taken over from it yet (rooms it owns
+   * again, e.g. after a drain was undone, are not counted). A draining node tells its clients to go once this
+   * is zero: until then their rooms are still moving.
+   */
+  awaitingHandoff(): number {
+    for (const room of this.lostNotHandedOff) if (this.d.membership.ownerOf(room) === this.d.self) this.lostNotHandedOff.delete(room);
+    return this.lostNotHandedOff.size;
   }
 
   /** Rooms lost at a map change with commits beyond their checkpoint, neither handed off nor saved yet. */

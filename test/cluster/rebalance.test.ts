@@ -18,6 +18,7 @@ import {
   startCluster,
   uniqueRoom,
   uniqueUser,
+  waitUntil,
   type Ack,
   type ChatMessage,
   type SendAck,
@@ -197,18 +198,45 @@ describe("cluster: rebalance and drain under load", function () {
     this.timeout(60_000);
     const loaded = rooms.slice(LOADED, LOADED * 2);
     const load = await startLoad(c.nodes.map((n) => n.httpUrl), loaded);
+    // A reader connected to the node being drained: the drain sends it away (its connection closes without a
+    // disconnect packet), it comes back through another node and resumes with since.
+    const drained = joiner!.node(0).httpUrl;
+    const reader = { seqs: [] as number[], releasedAt: 0, reason: "", resumed: false };
+    const readerToken = await session(drained, uniqueUser("reader"));
+    const first = await connect(drained, readerToken);
+    first.on("message", (m: ChatMessage) => m.room === loaded[0] && reader.seqs.push(m.seq));
+    await join(first, loaded[0]!);
+    first.on("disconnect", (reason: string) => {
+      reader.releasedAt = Date.now();
+      reader.reason = reason;
+      void (async () => {
+        const again = await connect(c.node(0).httpUrl, readerToken);
+        again.on("message", (m: ChatMessage) => m.room === loaded[0] && reader.seqs.push(m.seq));
+        await join(again, loaded[0]!, reader.seqs[reader.seqs.length - 1] ?? 0);
+        reader.resumed = true;
+      })();
+    });
     await sleep(1000);
     const result = await runAdmin(c.node(0).httpUrl, ["drain", "j1", "--json"]);
     expect(result.code, result.stderr).to.equal(0);
     const after = await owners();
     expect([...after.values()].includes("j1")).to.equal(false);
+    expect((await http(`${drained}/readyz`)).status, "a draining node is not ready for new clients").to.equal(503);
+    await waitUntil(() => (reader.resumed ? true : undefined), "the reader on the drained node to be sent elsewhere and resume", 15_000, 50);
+    const stoppedAt = Date.now();
     await joiner!.stopAll();
     joiner = undefined;
     await sleep(1000);
     await load.stop();
     const check = await checkNothingLost(c, load, loaded);
-    process.stdout.write(`      drain report: ${JSON.stringify(check)}\n`);
+    process.stdout.write(`      drain report: ${JSON.stringify({ ...check, readerSeqs: reader.seqs.length })}\n`);
     expect(check).to.include({ lost: 0, duplicates: 0, gaps: 0, dupDeliveries: 0 });
+    expect(reader.releasedAt, "released by the drain, before the node was stopped").to.be.within(1, stoppedAt);
+    expect(reader.reason, "closed without a disconnect packet, so clients reconnect by themselves").to.equal("transport close");
+    const hist = await fullHistory(c.node(1).httpUrl, await c.token(), loaded[0]!);
+    const from = reader.seqs[0]!;
+    expect(reader.seqs, "the reader's stream: every message from its first, once, in order").to.deep.equal(hist.map((m) => m.seq).filter((q) => q >= from && q <= reader.seqs[reader.seqs.length - 1]!));
+    expect(reader.seqs[reader.seqs.length - 1], "the reader is live at the end").to.equal(hist[hist.length - 1]!.seq);
   });
 
   it("two rebalances at once: one wins, the other is told, the map is not corrupted", async () => {

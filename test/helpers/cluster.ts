@@ -39,7 +39,8 @@ const STOP_TIMEOUT_MS = 10_000;
 
 const LIVE_CHILDREN = new Set<ChildProcess>();
 const TEMP_ROOTS = new Set<string>();
-const OPEN_SOCKETS = new Set<Socket>();
+/** Sockets opened through `connect`, with the node URL each was opened to. */
+const OPEN_SOCKETS = new Map<Socket, string>();
 let exitHooksInstalled = false;
 
 function killAllChildrenSync(): void {
@@ -76,10 +77,16 @@ function installExitHooks(): void {
   }
 }
 
-/** Closes every socket opened through `connect` (called from `useCluster`'s after hook). */
-export function closeAllSockets(): void {
-  for (const s of OPEN_SOCKETS) s.close();
-  OPEN_SOCKETS.clear();
+/**
+ * Closes the sockets opened through `connect`: all of them (`useCluster`'s after hook), or those opened to the
+ * given node URLs (a cluster stopping: clients of another cluster in the same test keep running).
+ */
+export function closeAllSockets(urls?: readonly string[]): void {
+  for (const [s, url] of OPEN_SOCKETS) {
+    if (urls !== undefined && !urls.includes(url)) continue;
+    s.close();
+    OPEN_SOCKETS.delete(s);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -437,7 +444,7 @@ export async function startCluster(opts: ClusterOptions): Promise<TestCluster> {
     async stopAll() {
       if (stoppedAll) return;
       stoppedAll = true;
-      closeAllSockets();
+      closeAllSockets(nodes.map((_, i) => nodeAt(i).httpUrl));
       await Promise.all(nodes.map((_, i) => signalAndWait(i, "SIGTERM", STOP_TIMEOUT_MS)));
       if (ownRoot && !process.env.KEEP_TEST_DATA) {
         await rm(root, { recursive: true, force: true });
@@ -646,7 +653,7 @@ export function connect(httpUrl: string, token: string | null, opts: ConnectOpti
     timeout: 5000,
     ...opts,
   });
-  OPEN_SOCKETS.add(socket);
+  OPEN_SOCKETS.set(socket, httpUrl);
   socket.on("disconnect", () => undefined);
   return new Promise((resolve, reject) => {
     const onConnect = (): void => {
