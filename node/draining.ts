@@ -28,6 +28,8 @@ export interface DrainDeps {
 
 export class DrainWatch {
   private isDraining = false;
+  /** Bumped at every start of a drain: a release loop of an earlier, undone drain stops. */
+  private drains = 0;
 
   constructor(private readonly d: DrainDeps) {}
 
@@ -40,17 +42,18 @@ export class DrainWatch {
     const draining = map.nodes.find((n) => n.id === this.d.self)?.state === "draining";
     if (draining === this.isDraining) return;
     this.isDraining = draining;
-    if (draining) void this.release().catch((err: unknown) => this.d.log.warn({ err: (err as Error).message }, "could not release clients"));
+    if (draining) void this.release(++this.drains).catch((err: unknown) => this.d.log.warn({ err: (err as Error).message }, "could not release clients"));
   }
 
-  private async release(): Promise<void> {
+  private async release(drain: number): Promise<void> {
     const started = Date.now();
     const waitMs = this.d.waitMs ?? DRAIN_WAIT_MS;
+    const current = () => this.isDraining && this.drains === drain;
     this.d.log.info("draining: not ready for new clients; clients are sent elsewhere once the rooms have moved");
-    while (this.isDraining && this.d.awaitingHandoff() > 0 && Date.now() - started < waitMs) {
+    while (current() && this.d.awaitingHandoff() > 0 && Date.now() - started < waitMs) {
       await new Promise((r) => setTimeout(r, POLL_MS));
     }
-    if (!this.isDraining) return;
+    if (!current()) return;
     const left = this.d.awaitingHandoff();
     const clients = await this.d.releaseClients(RELEASE_SPREAD_MS);
     this.d.log.info({ clients, waitedMs: Date.now() - started, roomsNotHandedOff: left }, "draining: clients told to reconnect elsewhere");
