@@ -381,7 +381,8 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     if (final.failed === 0 && checkpointer.dirtyRooms === 0 && transfer.unsavedLostRooms === 0) await markCleanStop(objects, config.id).catch(() => undefined);
     clearInterval(pinger);
     // 4. Clients are told to go (they reconnect elsewhere and resume with since); peers are released.
-    io.disconnectSockets(true);
+    // (Closing their connections without a socket.io disconnect packet: they reconnect by themselves.)
+    await gateway?.releaseClients(0);
     await new Promise<void>((resolve) => io.close(() => resolve()));
     peers.close();
     await new Promise<void>((resolve) => {

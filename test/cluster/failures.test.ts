@@ -307,9 +307,18 @@ describe("cluster: node failures", function () {
     await sleep(2500); // longer than the default 1 s checkpoint interval
 
     const ownerIdx = c.indexOf("n2");
+    // A plain socket.io client on the stopping node: its connection is closed without a disconnect packet, so
+    // it reconnects by itself (to this URL here; through a load balancer, elsewhere), unlike after
+    // "io server disconnect", which leaves reconnecting to the application.
+    const plain = await connect(c.node(ownerIdx).httpUrl, u.token, { reconnection: true, reconnectionDelay: 200, reconnectionDelayMax: 500 });
+    const reasons: string[] = [];
+    plain.on("disconnect", (reason: string) => reasons.push(reason));
     await c.stop(ownerIdx);
+    await waitUntil(() => (reasons.length > 0 ? true : undefined), "the plain client to see the node go", 5_000, 50);
+    expect(reasons).to.deep.equal(["transport close"]);
     await c.restart(ownerIdx, { wipe: true });
     await agreedOwner(c, room);
+    await waitUntil(() => (plain.connected ? true : undefined), "the plain client to reconnect by itself", 15_000, 100);
 
     const hist = await waitUntil(
       async () => {
