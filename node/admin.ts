@@ -159,15 +159,15 @@ export class ClusterAdmin {
       map.nodes.map(async (n) => {
         // The lease is read from the object store, so a node that does not answer still shows how long ago
         // it last renewed (an unreachable node with a fresh lease is slow or cut off from us, not dead).
-        const lease = await this.leaseOf(n.id).catch(() => undefined);
+        const [lease, status] = await Promise.all([
+          this.leaseOf(n.id).catch(() => undefined),
+          this.apiOf(n.id)
+            .nodeStatus(this.caller(), query)
+            .then((s) => ({ ...s, reachable: true as const }), (err: unknown) => ({ node: n.id, reachable: false as const, error: (err as Error).message })),
+        ]);
         const leaseAgeSeconds = lease === undefined ? null : Math.max(0, (Date.now() - lease.renewedAt) / 1000);
         const leaseTtlSeconds = lease === undefined ? null : lease.ttlMs / 1000;
-        try {
-          const s = await this.apiOf(n.id).nodeStatus(this.caller(), query);
-          return { ...s, state: n.state, reachable: true as const, leaseAgeSeconds, leaseTtlSeconds };
-        } catch (err) {
-          return { node: n.id, state: n.state, reachable: false as const, error: (err as Error).message, leaseAgeSeconds, leaseTtlSeconds };
-        }
+        return { ...status, state: n.state, leaseAgeSeconds, leaseTtlSeconds };
       }),
     );
     return { self: this.membership.self, epoch: map.epoch, nodes };

@@ -44,8 +44,8 @@ export interface HandoffPeer {
  * than the chain). The checkpoint backlog bound usually keeps tails far below this.
  */
 const MAX_TAIL_MESSAGES = 5_000;
-/** How long after a map change the eager takeover pass over idle gained rooms waits (see afterMapChange). */
-const EAGER_TAKEOVER_DELAY_MS = 2_000;
+/** How long after a map change the save of lost rooms and the eager takeover pass wait (see afterMapChange). */
+const AFTER_SWITCH_DELAY_MS = 2_000;
 const MAX_TAIL_BYTES = 2 * 1024 * 1024;
 /** Retry of saving lost rooms (see saveLost) after the object store failed. */
 const SAVE_LOST_RETRY_MS = 5_000;
@@ -70,7 +70,7 @@ export interface TransferDeps {
   readonly replicas?: { continueFromCopy(room: string, dead: string, lostAt: number): Promise<number | undefined> };
   /** Called when a takeover has replaced the room's local copy, before the room opens. */
   readonly afterTakeOver?: (room: string) => void;
-  /** Delay of the eager takeover pass after a map change (default 2 s). */
+  /** Delay after a map change before lost rooms are saved and gained ones taken over eagerly (default 2 s). */
   readonly eagerDelayMs?: number;
 }
 
@@ -251,20 +251,23 @@ export class OwnershipTransfer {
     const head = rooms.store.head(room);
     const tail = this.tailAfter(room, head, copy);
     if (tail !== undefined) {
-      rooms.peek(room)?.reset();
       // The new owner commits the tail before it serves the room, and checkpoints it from there.
-      this.unsavedLost.delete(room);
-      this.lostNotHandedOff.delete(room);
+      this.handedOff(room);
       return { head, tail, checkpointed: rooms.store.checkpointOf(room)?.seq ?? 0 };
     }
     if (head > 0) {
       const result = await checkpointer.flush([room], { force: true });
       if (result.failed > 0) throw new FractalError("unavailable", `could not checkpoint room ${room} for the handoff`);
     }
+    this.handedOff(room);
+    return { head };
+  }
+
+  /** The room is its new owner's now: nothing of it is left to save or to wait for here. */
+  private handedOff(room: string): void {
     this.unsavedLost.delete(room);
     this.lostNotHandedOff.delete(room);
-    rooms.peek(room)?.reset();
-    return { head };
+    this.d.rooms.peek(room)?.reset();
   }
 
   /**
@@ -299,17 +302,26 @@ export class OwnershipTransfer {
       const change = membership.lastOwnerChange(room);
       return change !== undefined && change.from === this.d.self && change.to !== this.d.self;
     });
-    for (const room of lost) rooms.peek(room)?.reset();
-    for (const room of lost) this.lostNotHandedOff.add(room);
-    // Only rooms with commits beyond their checkpoint need it: flushing a clean room still reads its manifest,
-    // and a rebalance that moves thousands of rooms did that for each of them in the first seconds after the
-    // switch, while their takeovers were waiting on this node (pause p50 160-250 ms then, 50-80 ms after).
-    for (const room of lost) if (this.unsaved(room)) this.unsavedLost.add(room);
-    // Not at the switch either: in a planned move the new owners ask for these rooms' handoffs in the next
-    // seconds (and a handed-off room needs no flush here), while the flush's object writes and fsyncs were
-    // queueing beside those handoffs and the first commits on the new owners. A node that stops meanwhile
-    // saves them first (saveLost).
-    const [gained] = await Promise.all([this.takeOverIdle(concurrency), this.unsavedLost.size > 0 ? this.saveLostLater() : undefined]);
+    for (const room of lost) {
+      rooms.peek(room)?.reset();
+      this.lostNotHandedOff.add(room);
+      // Only rooms with commits beyond their checkpoint need saving: flushing a clean room still reads its
+      // manifest, and a rebalance that moves thousands of rooms did that for each of them in the first seconds
+      // after the switch, while their takeovers were waiting on this node (pause p50 160-250 ms then, 50-80 after).
+      if (this.unsaved(room)) this.unsavedLost.add(room);
+    }
+    // Listing every chain costs a walk of the whole store: only when this change can have given us rooms (a
+    // rebalance that adds a node gives the others none, and all of them listed 10,000 rooms at its busiest moment).
+    const mayHaveGained = membership.mayHaveGained(this.d.self);
+    if (this.unsavedLost.size === 0 && !mayHaveGained) return { lost: lost.length, gained: 0 };
+    // Both wait past the first moments after the switch. Lost rooms: in a planned move the new owners ask for their
+    // handoffs in the next seconds (and a handed-off room needs no save here), while the saves' object writes
+    // and fsyncs were queueing beside those handoffs and the new owners' first commits; a node that stops
+    // meanwhile saves them first (saveLost). Gained rooms: those with traffic are taken over on their first
+    // request and a rebalance's own takeovers start at once; the eager pass is for the idle rest, and listing
+    // 10,000 chains then competed with both on the new owner's busiest second.
+    await new Promise((r) => setTimeout(r, this.d.eagerDelayMs ?? AFTER_SWITCH_DELAY_MS));
+    const [gained] = await Promise.all([mayHaveGained ? this.takeOverIdle(concurrency) : 0, this.saveLost()]);
     return { lost: lost.length, gained };
   }
 
@@ -343,10 +355,6 @@ export class OwnershipTransfer {
     if (this.unsavedLost.size > 0) setTimeout(() => void this.saveLost(), SAVE_LOST_RETRY_MS).unref();
   }
 
-  private saveLostLater(): Promise<void> {
-    return new Promise((r) => setTimeout(r, this.d.eagerDelayMs ?? EAGER_TAKEOVER_DELAY_MS)).then(() => this.saveLost());
-  }
-
   private unsaved(room: string): boolean {
     const store = this.d.rooms.store;
     return store.head(room) > (store.checkpointOf(room)?.seq ?? 0);
@@ -355,13 +363,6 @@ export class OwnershipTransfer {
   /** The eager takeover pass over rooms this node gained; returns how many it found. */
   private async takeOverIdle(concurrency: number): Promise<number> {
     const { membership, chain } = this.d;
-    // Listing every chain costs a walk of the whole store: only when this change can have given us rooms (a
-    // rebalance that adds a node gives the others none, and all of them listed 10,000 rooms at its busiest moment).
-    if (!membership.mayHaveGained(this.d.self)) return 0;
-    // And not in the first moments after the switch: rooms with traffic are taken over on their first request
-    // and a rebalance's own takeovers start at once; the eager pass is for the idle rest, and listing 10,000
-    // chains then competed with both on the new owner's busiest second.
-    await new Promise((r) => setTimeout(r, this.d.eagerDelayMs ?? EAGER_TAKEOVER_DELAY_MS));
     // Judged under the newest map: a room taken over meanwhile (or no longer ours) is skipped.
     const gained = (await chain.rooms()).filter((room) => membership.ownerOf(room) === this.d.self && this.needsTakeOver(room));
     let next = 0;
