@@ -172,6 +172,7 @@ export async function startPeer(opts: StartOpts): Promise<RunningSystem> {
         process.execPath,
         [
           ...(opts.inspect === true && i === 0 ? [`--inspect=127.0.0.1:${ip}`] : []),
+          ...(process.env.BENCH_NODE_FLAGS ?? "").split(/\s+/).filter((f) => f !== ""),
           "--import",
           "tsx",
           path.join(BENCH_DIR, "peer-server.ts"),
