@@ -18,9 +18,12 @@ export interface CheckpointerOptions {
   /** Rooms checkpointed at once. */
   readonly concurrency?: number;
   /**
-   * Timer rounds start their rooms spread over this long (default half the interval) instead of all at once: a
-   * burst of hundreds of segment and manifest writes every interval stalls the sends committing beside it (CPU,
-   * and fsyncs queueing in the filesystem's journal), which showed as a latency spike every second.
+   * Timer rounds start their rooms spread over this long (default 0: all at once). Spreading them over half the
+   * interval once kept a burst of one fsync per object (queueing in the filesystem's journal beside the sends'
+   * commits) from stalling deliveries every second; now the directory store's thread puts the objects that
+   * arrive together behind one fsync barrier (DirectoryObjectStore.putMany), and a round's writes arriving at
+   * once cost a few journal commits instead of one each: in back-to-back fan-out pairs at 1,000 msg/s, p99 fell
+   * in every pair (71.5 vs 111, 92.5 vs 114.5, 107.5 vs 157, 117 vs 124.5 ms, with the pipelined commits).
    */
   readonly spreadMs?: number;
   /** Largest segment, in messages; a room further behind gets several segments per round. */
@@ -50,6 +53,11 @@ export interface CheckpointRoundResult {
   readonly failed: number;
 }
 
+/**
+ * Rooms checkpointed at once. Enough for one node's busy rooms to reach the object store together (a round's
+ * writes then share fsync barriers); each in flight holds one room's new messages.
+ */
+export const DEFAULT_CONCURRENCY = 32;
 const BACKOFF_MIN_MS = 250;
 const BACKOFF_MAX_MS = 30_000;
 
@@ -67,7 +75,7 @@ export class Checkpointer {
   private ticking = false;
 
   constructor(private readonly o: CheckpointerOptions) {
-    this.concurrency = o.concurrency ?? 8;
+    this.concurrency = o.concurrency ?? DEFAULT_CONCURRENCY;
     this.maxSegment = o.maxSegmentMessages ?? 10_000;
     this.clock = o.clock ?? Date.now;
     // After a restart, rooms whose head is above their checkpoint are dirty since... we cannot know: now.
@@ -149,8 +157,8 @@ export class Checkpointer {
     if (this.ticking || this.dirty.size === 0 || this.clock() < this.backoffUntil) return;
     this.ticking = true;
     try {
-      // Oldest dirty first (the map keeps the order rooms became dirty in), paced over the spread.
-      const result = await this.round([...this.dirty.keys()], false, this.o.spreadMs ?? this.o.intervalMs / 2);
+      // Oldest dirty first (the map keeps the order rooms became dirty in), paced over the spread if there is one.
+      const result = await this.round([...this.dirty.keys()], false, this.o.spreadMs ?? 0);
       if (result.failed > 0) {
         this.backoffMs = Math.min(BACKOFF_MAX_MS, Math.max(BACKOFF_MIN_MS, this.backoffMs * 2));
         this.backoffUntil = this.clock() + this.backoffMs;

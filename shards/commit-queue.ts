@@ -1,6 +1,9 @@
 /**
- * Group commit: sends that arrive in the same event-loop turn, from any room, are written in one store
- * transaction (one fsync). Latency cost is at most one turn; throughput grows with load.
+ * Group commit: sends that arrive in the same event-loop turn, from any room, are handed to the store as one
+ * batch. Batches do not wait for each other: the store commits them in order, and the SQLite store's writer
+ * thread takes every batch that queued during its last fsync into one transaction (one fsync). So a send waits
+ * for at most the commit in progress plus its own, never for the event loop to notice that a commit finished
+ * (under load that reaction alone took milliseconds, and tens of them at the tail).
  */
 import type { RoomStore, StoredMessage } from "./room-store.js";
 
@@ -12,6 +15,15 @@ interface Entry {
   readonly reject: (err: unknown) => void;
   /** Called after resolve or reject (roomDrained waiters). */
   readonly settled: (() => void)[];
+  /** Rejected already: its batch or an earlier batch of its room failed. */
+  done: boolean;
+}
+
+interface Batch {
+  readonly entries: Entry[];
+  readonly messages: StoredMessage[];
+  /** Set when the store answered; batches are settled in order. */
+  outcome?: { readonly ok: true } | { readonly ok: false; readonly err: unknown };
 }
 
 export interface CommitHooks {
@@ -23,15 +35,15 @@ export interface CommitHooks {
 
 /** Largest batch per transaction; keeps one turn's blocking time bounded under a burst. */
 const MAX_BATCH = 2000;
+/** Batches handed to the store and not yet answered; beyond this, turns' sends wait and merge into one batch. */
+const MAX_IN_FLIGHT = 8;
 
 export class CommitQueue {
   private queue: Entry[] = [];
   private scheduled = false;
-  /** One commit at a time: batches must land in order, and a slow commit makes the next batch bigger. */
-  private committing = false;
   private idle: (() => void)[] = [];
-  /** The batch being committed (its entries left `queue`). */
-  private inFlight: Entry[] = [];
+  /** Batches handed to the store, oldest first. */
+  private inFlight: Batch[] = [];
 
   constructor(
     private readonly store: RoomStore,
@@ -42,7 +54,7 @@ export class CommitQueue {
   /** Resolves with the stored message once it is durable; rejects if its batch failed. */
   enqueue(message: PendingMessage): Promise<StoredMessage> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ message, resolve, reject, settled: [] });
+      this.queue.push({ message, resolve, reject, settled: [], done: false });
       this.schedule();
     });
   }
@@ -56,7 +68,7 @@ export class CommitQueue {
    * does not wait for other rooms: a handoff under load must not wait for the whole node to go idle.
    */
   roomDrained(room: string): Promise<void> {
-    const waiting = [...this.inFlight, ...this.queue].filter((e) => e.message.room === room);
+    const waiting = [...this.inFlight.flatMap((b) => b.entries), ...this.queue].filter((e) => !e.done && e.message.room === room);
     if (waiting.length === 0) return Promise.resolve();
     return new Promise((resolve) => {
       let left = waiting.length;
@@ -69,8 +81,12 @@ export class CommitQueue {
 
   /** Resolves when every enqueued message has been committed or failed. */
   drained(): Promise<void> {
-    if (this.queue.length === 0 && !this.scheduled && !this.committing) return Promise.resolve();
+    if (this.isIdle()) return Promise.resolve();
     return new Promise((resolve) => this.idle.push(resolve));
+  }
+
+  private isIdle(): boolean {
+    return this.queue.length === 0 && !this.scheduled && this.inFlight.length === 0;
   }
 
   private schedule(): void {
@@ -81,52 +97,68 @@ export class CommitQueue {
 
   private flush(): void {
     this.scheduled = false;
-    if (this.committing) return; // the commit in flight reschedules when it is done
-    const batch = this.queue.splice(0, MAX_BATCH);
-    if (batch.length === 0) return this.notifyIdle();
-    this.committing = true;
-    this.inFlight = batch;
+    // At the limit, the batch answered next reschedules.
+    while (this.queue.length > 0 && this.inFlight.length < MAX_IN_FLIGHT) this.dispatch(this.queue.splice(0, MAX_BATCH));
+    this.notifyIdle();
+  }
+
+  private dispatch(entries: Entry[]): void {
     const ts = this.clock();
-    const messages = batch.map((e) => ({ ...e.message, ts }));
+    const batch: Batch = { entries, messages: entries.map((e) => ({ ...e.message, ts })) };
+    this.inFlight.push(batch);
     let durable: Promise<void>;
     try {
-      durable = this.store.appendAsync ? this.store.appendAsync(messages) : Promise.resolve(this.store.append(messages));
+      durable = this.store.appendAsync ? this.store.appendAsync(batch.messages) : Promise.resolve(this.store.append(batch.messages));
     } catch (err) {
       durable = Promise.reject(err);
     }
     durable.then(
-      () => {
-        this.hooks.committed(messages);
-        for (let i = 0; i < batch.length; i++) batch[i]!.resolve(messages[i]!);
-        settle(batch);
-        this.done();
-      },
-      (err: unknown) => {
-        // Sends queued meanwhile for the same rooms carry seqs after the failed ones: they cannot land either.
-        const rooms = new Set(batch.map((e) => e.message.room));
-        const doomed = this.queue.filter((e) => rooms.has(e.message.room));
-        this.queue = this.queue.filter((e) => !rooms.has(e.message.room));
-        const failed = [...batch, ...doomed];
-        this.hooks.failed(
-          failed.map((e) => e.message),
-          err,
-        );
-        for (const e of failed) e.reject(err);
-        settle(failed);
-        this.done();
-      },
+      () => this.answered(batch, { ok: true }),
+      (err: unknown) => this.answered(batch, { ok: false, err }),
     );
   }
 
-  private done(): void {
-    this.committing = false;
-    this.inFlight = [];
+  /** Settles answered batches in the order they were handed to the store (hooks see seqs in order). */
+  private answered(batch: Batch, outcome: NonNullable<Batch["outcome"]>): void {
+    batch.outcome = outcome;
+    while (this.inFlight[0]?.outcome !== undefined) {
+      const next = this.inFlight.shift()!;
+      if (next.outcome!.ok) this.committed(next);
+      else this.failed(next, (next.outcome as { err: unknown }).err);
+    }
     if (this.queue.length > 0) this.schedule();
     else this.notifyIdle();
   }
 
+  private committed(batch: Batch): void {
+    this.hooks.committed(batch.messages);
+    const early = batch.entries.filter((e) => e.done);
+    // Cannot happen with a store that refuses gaps; if it did, the room must count these seqs as taken again.
+    if (early.length > 0) this.hooks.failed(early.map((e) => e.message), new Error("committed after its room was rolled back"));
+    for (let i = 0; i < batch.entries.length; i++) if (!batch.entries[i]!.done) batch.entries[i]!.resolve(batch.messages[i]!);
+    settle(batch.entries);
+  }
+
+  private failed(batch: Batch, err: unknown): void {
+    const live = batch.entries.filter((e) => !e.done);
+    if (live.length === 0) return; // its failed entries were rejected with an earlier batch of their rooms
+    // Later sends of the same rooms, handed to the store or queued, carry seqs after the failed ones: they cannot
+    // land either (the store refuses the gap), so they fail now, before the rooms hand out those seqs again.
+    const rooms = new Set(live.map((e) => e.message.room));
+    const later = [...this.inFlight.flatMap((b) => b.entries), ...this.queue].filter((e) => !e.done && rooms.has(e.message.room));
+    this.queue = this.queue.filter((e) => !rooms.has(e.message.room));
+    const failed = [...live, ...later];
+    for (const e of failed) e.done = true;
+    this.hooks.failed(
+      failed.map((e) => e.message),
+      err,
+    );
+    for (const e of failed) e.reject(err);
+    settle(failed);
+  }
+
   private notifyIdle(): void {
-    if (this.queue.length === 0 && !this.scheduled && !this.committing) for (const resolve of this.idle.splice(0)) resolve();
+    if (this.isIdle()) for (const resolve of this.idle.splice(0)) resolve();
   }
 }
 

@@ -2,7 +2,7 @@
  * ObjectStore over a local directory, shared by the nodes of a local cluster.
  *
  * Atomicity: bodies are written to a temp file and renamed into place. Conditional writes are serialized
- * across processes by a lock per key (see withLock), so compare-and-swap holds between nodes that share the
+ * across processes by a lock per key (see lock), so compare-and-swap holds between nodes that share the
  * directory. Versions are the SHA-256 of the body, like S3's ETag is an MD5.
  *
  * Cost: conditional writes are the hot path of checkpoints (a manifest per room per interval), which run in a
@@ -17,6 +17,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import {
   closeSync,
+  fsyncSync,
   linkSync,
   mkdirSync,
   openSync,
@@ -43,7 +44,27 @@ import {
 
 /** A lock held this long by one holder belongs to a crashed writer and is broken. */
 const STALE_LOCK_MS = 10_000;
-/** Lock source files (see withLock); not object keys, so listing skips the directory. */
+
+/** One put of a putMany call. */
+export interface PutItem {
+  readonly key: string;
+  readonly body: Buffer;
+  readonly condition?: PutCondition | undefined;
+}
+
+/** A put between its staging (condition checked, body written) and its placing. */
+interface StagedPut {
+  readonly kind: "replace" | "create" | "swap";
+  readonly key: string;
+  readonly file: string;
+  tmp: string;
+  readonly version: string;
+  /** Makes the temp file durable; undefined once done. */
+  sync?: (() => Promise<void>) | undefined;
+  /** Releases the key's lock (swap only). */
+  release?: () => Promise<void>;
+}
+/** Lock source files (see lock); not object keys, so listing skips the directory. */
 const LOCK_DIR = ".fractal-locks";
 
 interface KnownFile {
@@ -87,36 +108,127 @@ export class DirectoryObjectStore implements ObjectStore {
   }
 
   async put(key: string, body: Buffer, condition?: PutCondition): Promise<ObjectVersion> {
+    const [result] = await this.putMany([{ key, body, condition }]);
+    if (result!.status === "rejected") throw result!.reason;
+    return result!.value;
+  }
+
+  /**
+   * Puts of distinct keys behind one durability barrier: every body is written to its temp file, then all the
+   * temp files are fsynced, then each is put in place. On ext4 the first fsync commits the journal for all of
+   * them and the others find little left to do: a checkpoint round costs a few journal commits instead of one
+   * per object, and the SQLite commits that share the disk stop queueing behind them. Each put keeps its own
+   * outcome and its own semantics (see put); a put is in place only after its body is durable.
+   */
+  async putMany(items: readonly PutItem[]): Promise<PromiseSettledResult<ObjectVersion>[]> {
+    const keys = new Set(items.map((i) => i.key));
+    if (keys.size !== items.length) throw new Error("putMany: keys must be distinct");
+    const staged: (StagedPut | undefined)[] = [];
+    const results: PromiseSettledResult<ObjectVersion>[] = items.map(() => ({ status: "rejected", reason: undefined }));
+    const fail = async (i: number, reason: unknown) => {
+      const s = staged[i];
+      staged[i] = undefined;
+      results[i] = { status: "rejected", reason };
+      if (s !== undefined) await this.abandon(s);
+    };
+    for (let i = 0; i < items.length; i++) {
+      try {
+        staged[i] = await this.stage(items[i]!);
+      } catch (err) {
+        await fail(i, err);
+      }
+    }
+    for (let i = 0; i < items.length; i++) {
+      const s = staged[i];
+      if (s?.sync === undefined) continue;
+      try {
+        const sync = s.sync;
+        s.sync = undefined;
+        await sync();
+      } catch (err) {
+        await fail(i, err);
+      }
+    }
+    for (let i = 0; i < items.length; i++) {
+      const s = staged[i];
+      if (s === undefined) continue;
+      try {
+        results[i] = { status: "fulfilled", value: await this.place(s) };
+      } catch (err) {
+        results[i] = { status: "rejected", reason: err };
+      }
+    }
+    return results;
+  }
+
+  /** Checks a put's condition (taking the key's lock for if-match) and writes its body to a temp file, unsynced. */
+  private async stage(item: PutItem): Promise<StagedPut> {
+    const { key, body, condition } = item;
     checkObjectKey(key);
     const file = this.path(key);
     await this.ensureDir(dirname(file));
-    if (condition?.ifMatch === undefined && condition?.ifNoneMatch === undefined) {
-      await this.writeAtomically(file, body);
-      return { version: versionOf(body) };
-    }
-    if (condition.ifMatch === undefined) {
-      // Create-only needs no lock: link() of a complete temp file fails atomically if the name exists.
-      const tmp = await this.writeTemp(file, body);
+    const kind = condition?.ifMatch !== undefined ? "swap" : condition?.ifNoneMatch !== undefined ? "create" : "replace";
+    const staged: StagedPut = { kind, key, file, tmp: "", version: versionOf(body) };
+    if (kind === "swap") {
+      // Compare-and-swap holds the key's lock from the check until the rename.
+      staged.release = await this.lock(file);
       try {
-        await this.fs.link(tmp, file);
+        const current = await this.currentVersion(file);
+        if (condition!.ifNoneMatch === "*" && current !== undefined) throw new PreconditionFailedError(key);
+        if (current !== condition!.ifMatch) throw new PreconditionFailedError(key);
       } catch (err) {
-        if (isCode(err, "EEXIST")) throw new PreconditionFailedError(key);
+        await staged.release();
         throw err;
-      } finally {
-        await this.fs.unlinkQuietly(tmp);
       }
-      return { version: versionOf(body) };
     }
-    return this.withLock(file, async () => {
-      const current = await this.currentVersion(file);
-      if (condition.ifNoneMatch === "*" && current !== undefined) throw new PreconditionFailedError(key);
-      if (condition.ifMatch !== undefined && current !== condition.ifMatch) throw new PreconditionFailedError(key);
-      const version = versionOf(body);
-      const tmp = await this.writeTemp(file, body);
-      await this.fs.rename(tmp, file);
-      await this.remember(file, version);
-      return { version };
-    });
+    try {
+      const { tmp, sync } = await this.writeTemp(file, body);
+      staged.tmp = tmp;
+      staged.sync = sync;
+    } catch (err) {
+      await staged.release?.();
+      throw err;
+    }
+    return staged;
+  }
+
+  /** Puts a staged (durable) body in place. */
+  private async place(s: StagedPut): Promise<ObjectVersion> {
+    switch (s.kind) {
+      case "replace":
+        this.known.delete(s.file);
+        await this.fs.rename(s.tmp, s.file);
+        break;
+      case "create":
+        // Create-only needs no lock: link() of a complete temp file fails atomically if the name exists.
+        try {
+          await this.fs.link(s.tmp, s.file);
+        } catch (err) {
+          if (isCode(err, "EEXIST")) throw new PreconditionFailedError(s.key);
+          throw err;
+        } finally {
+          await this.fs.unlinkQuietly(s.tmp);
+        }
+        break;
+      case "swap":
+        try {
+          await this.fs.rename(s.tmp, s.file);
+          await this.remember(s.file, s.version);
+        } catch (err) {
+          await this.fs.unlinkQuietly(s.tmp);
+          throw err;
+        } finally {
+          await s.release!();
+        }
+    }
+    return { version: s.version };
+  }
+
+  /** Undoes a staged put that will not be placed: closes and removes its temp file, releases its lock. */
+  private async abandon(s: StagedPut): Promise<void> {
+    await s.sync?.().catch(() => undefined);
+    if (s.tmp !== "") await this.fs.unlinkQuietly(s.tmp);
+    await s.release?.();
   }
 
   /** The version of the file now, or undefined when there is none. */
@@ -162,23 +274,18 @@ export class DirectoryObjectStore implements ObjectStore {
     return join(this.root, ...key.split("/"));
   }
 
-  private async writeAtomically(file: string, body: Buffer): Promise<void> {
-    this.known.delete(file);
-    await this.fs.rename(await this.writeTemp(file, body), file);
-  }
-
-  private async writeTemp(file: string, body: Buffer): Promise<string> {
+  /** Writes `body` to a new temp file beside `file`; `sync` makes it durable (and closes it). */
+  private async writeTemp(file: string, body: Buffer): Promise<{ tmp: string; sync: () => Promise<void> }> {
     const tmp = `${file}.${randomBytes(6).toString("hex")}.tmp`;
     try {
-      await this.fs.writeDurably(tmp, body);
+      return { tmp, sync: await this.fs.writeUnsynced(tmp, body) };
     } catch (err) {
       if (!isCode(err, "ENOENT")) throw err;
       // The directory went away under us (someone removed it): make it again.
       this.dirs.delete(dirname(file));
       await this.ensureDir(dirname(file));
-      await this.fs.writeDurably(tmp, body);
+      return { tmp, sync: await this.fs.writeUnsynced(tmp, body) };
     }
-    return tmp;
   }
 
   /** mkdir once per directory per process (it is the hot path of checkpoints). */
@@ -194,7 +301,7 @@ export class DirectoryObjectStore implements ObjectStore {
    * millisecond of CPU, and this runs for every manifest write). A lock held by the same holder for longer than
    * STALE_LOCK_MS, as this process observes it, belongs to a crashed writer and is broken.
    */
-  private async withLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
+  private async lock(file: string): Promise<() => Promise<void>> {
     const lock = `${file}.lock`;
     const source = this.lockSource();
     let seen: { ino: number; since: number } | undefined;
@@ -219,11 +326,7 @@ export class DirectoryObjectStore implements ObjectStore {
         await new Promise((r) => setTimeout(r, Math.min(50, 2 + attempt)));
       }
     }
-    try {
-      return await fn();
-    } finally {
-      await this.fs.unlinkQuietly(lock);
-    }
+    return () => this.fs.unlinkQuietly(lock);
   }
 
   /** This process's lock source, made on first use; sources of gone processes with no lock linked are removed then. */
@@ -269,7 +372,8 @@ interface FsCalls {
   link(existing: string, name: string): Promise<void>;
   stat(file: string): Promise<Stats>;
   unlinkQuietly(file: string): Promise<void>;
-  writeDurably(file: string, body: Buffer): Promise<void>;
+  /** Writes a new file and leaves it open; the returned call fsyncs and closes it. */
+  writeUnsynced(file: string, body: Buffer): Promise<() => Promise<void>>;
   mkdirs(dir: string): Promise<unknown>;
   readdir(dir: string): Promise<Dirent[]>;
   rm(file: string): Promise<void>;
@@ -281,7 +385,22 @@ const asyncFs: FsCalls = {
   link: (existing, name) => fsAsync.link(existing, name),
   stat: (file) => fsAsync.stat(file),
   unlinkQuietly: (file) => fsAsync.unlink(file).catch(() => undefined),
-  writeDurably: (file, body) => fsAsync.writeFile(file, body, { flush: true }),
+  writeUnsynced: async (file, body) => {
+    const handle = await fsAsync.open(file, "w");
+    try {
+      await handle.writeFile(body);
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+    return async () => {
+      try {
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    };
+  },
   mkdirs: (dir) => fsAsync.mkdir(dir, { recursive: true }),
   readdir: (dir) => fsAsync.readdir(dir, { withFileTypes: true }),
   rm: (file) => fsAsync.rm(file, { force: true }),
@@ -294,7 +413,22 @@ const blockingFs: FsCalls = {
   link: async (existing, name) => linkSync(existing, name),
   stat: async (file) => statSync(file),
   unlinkQuietly: async (file) => unlinkQuietly(file),
-  writeDurably: async (file, body) => writeFileSync(file, body, { flush: true }),
+  writeUnsynced: async (file, body) => {
+    const fd = openSync(file, "w");
+    try {
+      writeFileSync(fd, body);
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+    return async () => {
+      try {
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+    };
+  },
   mkdirs: async (dir) => mkdirSync(dir, { recursive: true }),
   readdir: async (dir) => readdirSync(dir, { withFileTypes: true }),
   rm: async (file) => rmSync(file, { force: true }),

@@ -1,5 +1,5 @@
-/** Runs on the object store thread: opens the real store and answers ThreadedObjectStore's calls in order of arrival. */
-import { parentPort, workerData } from "node:worker_threads";
+/** Runs on the object store thread: opens the real store and answers ThreadedObjectStore's calls as they arrive. */
+import { parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
 import { DirectoryObjectStore } from "./object-store-dir.js";
 import { S3ObjectStore } from "./object-store-s3.js";
 import type { ObjectStore } from "./object-store.js";
@@ -15,7 +15,7 @@ async function answer(req: ObjectRequest): Promise<unknown> {
     case "get":
       return store.get(req.key);
     case "put":
-      return store.put(req.key, Buffer.from(req.body.buffer, req.body.byteOffset, req.body.byteLength), req.condition);
+      return store.put(req.key, bodyOf(req), req.condition);
     case "list":
       return store.list(req.prefix);
     case "delete":
@@ -23,17 +23,71 @@ async function answer(req: ObjectRequest): Promise<unknown> {
   }
 }
 
-parentPort!.on("message", (msg: ObjectRequest & { id: number }) => {
-  answer(msg).then(
-    (value) => parentPort!.postMessage({ id: msg.id, ok: true, value } satisfies ObjectReply),
-    (err: unknown) => {
-      const e = err instanceof Error ? err : new Error(String(err));
-      const { code, key } = e as { code?: unknown; key?: unknown };
-      parentPort!.postMessage({
-        id: msg.id,
-        ok: false,
-        error: { name: e.name, message: e.message, code: typeof code === "string" || typeof code === "number" ? code : undefined, key: typeof key === "string" ? key : undefined },
-      } satisfies ObjectReply);
-    },
+function reply(id: number, outcome: PromiseSettledResult<unknown>): void {
+  if (outcome.status === "fulfilled") {
+    parentPort!.postMessage({ id, ok: true, value: outcome.value } satisfies ObjectReply);
+    return;
+  }
+  const err: unknown = outcome.reason;
+  const e = err instanceof Error ? err : new Error(String(err));
+  const { code, key } = e as { code?: unknown; key?: unknown };
+  parentPort!.postMessage({
+    id,
+    ok: false,
+    error: { name: e.name, message: e.message, code: typeof code === "string" || typeof code === "number" ? code : undefined, key: typeof key === "string" ? key : undefined },
+  } satisfies ObjectReply);
+}
+
+type Call = ObjectRequest & { id: number };
+type PutCall = Extract<ObjectRequest, { op: "put" }> & { id: number };
+
+/** Puts per durability barrier: bounds the work (and a failure's reach) of one group. */
+const MAX_GROUP = 64;
+
+function bodyOf(put: Extract<ObjectRequest, { op: "put" }>): Buffer {
+  return Buffer.from(put.body.buffer, put.body.byteOffset, put.body.byteLength);
+}
+
+/** Runs one group of puts of distinct keys through the directory store's shared fsync barrier. */
+function putGroup(group: PutCall[]): void {
+  if (group.length === 1 || !(store instanceof DirectoryObjectStore)) {
+    for (const put of group) void settled(answer(put)).then((outcome) => reply(put.id, outcome));
+    return;
+  }
+  store.putMany(group.map((put) => ({ key: put.key, body: bodyOf(put), condition: put.condition }))).then(
+    (outcomes) => outcomes.forEach((outcome, i) => reply(group[i]!.id, outcome)),
+    (err: unknown) => group.forEach((put) => reply(put.id, { status: "rejected", reason: err })),
   );
+}
+
+function settled<T>(p: Promise<T>): Promise<PromiseSettledResult<T>> {
+  return p.then(
+    (value) => ({ status: "fulfilled", value }),
+    (reason: unknown) => ({ status: "rejected", reason }),
+  );
+}
+
+// Calls that queued while the thread was busy (an fsync under load takes milliseconds) are taken together:
+// consecutive puts of distinct keys share one durability barrier; everything else runs as it arrives.
+parentPort!.on("message", (first: Call) => {
+  const calls = [first];
+  for (let m = receiveMessageOnPort(parentPort!); m !== undefined; m = receiveMessageOnPort(parentPort!)) calls.push(m.message as Call);
+  let group: PutCall[] = [];
+  const keys = new Set<string>();
+  const flush = () => {
+    if (group.length > 0) putGroup(group);
+    group = [];
+    keys.clear();
+  };
+  for (const call of calls) {
+    if (call.op !== "put") {
+      flush();
+      void settled(answer(call)).then((outcome) => reply(call.id, outcome));
+      continue;
+    }
+    if (keys.has(call.key) || group.length >= MAX_GROUP) flush();
+    group.push(call);
+    keys.add(call.key);
+  }
+  flush();
 });

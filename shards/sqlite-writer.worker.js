@@ -2,7 +2,7 @@
 // so a slow disk delays acknowledgements but never stalls deliveries. Plain JavaScript on purpose: a worker
 // thread does not inherit the TypeScript loader that runs the rest of the node.
 import Database from "better-sqlite3";
-import { parentPort, workerData } from "node:worker_threads";
+import { parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
 
 const db = new Database(workerData.file);
 db.pragma("journal_mode = WAL");
@@ -57,7 +57,43 @@ function withoutFsync(transaction) {
   }
 }
 
-parentPort.on("message", (msg) => {
+// Group commit across the main thread's batches: the plain appends (and advisory checkpoint records) that queued
+// during the last commit run as one transaction, one fsync. If it fails, each request runs again on its own, so a
+// batch fails only for its own reasons (or by continuing a room whose earlier batch failed: the seq check refuses
+// the gap).
+const runGroup = db.transaction((group) => {
+  for (const msg of group) {
+    if (msg.op === "append") append(msg.messages);
+    else checkpoints(msg.records);
+  }
+});
+
+const groupable = (msg) => (msg.op === "append" && !msg.bulk) || msg.op === "checkpoints";
+
+parentPort.on("message", (first) => {
+  const queued = [first];
+  for (let m = receiveMessageOnPort(parentPort); m !== undefined; m = receiveMessageOnPort(parentPort)) queued.push(m.message);
+  for (let i = 0; i < queued.length; ) {
+    let j = i;
+    while (j < queued.length && groupable(queued[j])) j++;
+    const group = queued.slice(i, Math.max(j, i + 1));
+    i += group.length;
+    if (group.length < 2 || !group.some((m) => m.op === "append")) {
+      for (const m of group) handle(m);
+      continue;
+    }
+    let ok = false;
+    try {
+      runGroup(group);
+      ok = true;
+    } catch {
+      for (const m of group) handle(m);
+    }
+    if (ok) for (const m of group) parentPort.postMessage({ id: m.id, ok: true });
+  }
+});
+
+function handle(msg) {
   try {
     // Restores copy what the checkpoint chain already holds durably: no fsync per batch (the next normal
     // commit's fsync covers these WAL frames too, since the WAL is append-only).
@@ -83,4 +119,4 @@ parentPort.on("message", (msg) => {
   } catch (err) {
     parentPort.postMessage({ id: msg.id, ok: false, message: err.message, code: err.code });
   }
-});
+}

@@ -201,7 +201,7 @@ class LoadProc {
 
   constructor(readonly name: string) {
     this.child = fork(path.join(BENCH_DIR, "load-client.ts"), [], {
-      execArgv: ["--import", "tsx", "--max-old-space-size=4096"],
+      execArgv: ["--import", "tsx", "--max-old-space-size=4096", ...(process.env.BENCH_LOAD_FLAGS ?? "").split(/\s+/).filter((f) => f !== "")],
       // The child's stdout goes to our stderr: stdout is reserved for the table.
       stdio: ["ignore", 2, 2, "ipc"],
     });

@@ -1,6 +1,6 @@
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync, type Dirent } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { expect } from "chai";
 import { DirectoryObjectStore, PreconditionFailedError, ThreadedObjectStore } from "../../shards/index.js";
 import { objectStoreContract } from "./object-store.contract.js";
@@ -65,4 +65,67 @@ objectStoreContract("local directory on a worker thread", async () => {
   const store = new ThreadedObjectStore({ location: dir });
   threaded.push(store);
   return store;
+});
+
+/** Every file under `dir`, temp and lock files included (they must not be left behind). */
+function filesUnder(dir: string): string[] {
+  return (readdirSync(dir, { recursive: true, withFileTypes: true }) as Dirent[])
+    .filter((e) => e.isFile() && !e.parentPath.includes(".fractal-locks"))
+    .map((e) => relative(dir, join(e.parentPath, e.name)))
+    .sort();
+}
+
+for (const blocking of [true, false]) {
+  describe(`local directory putMany (${blocking ? "blocking, as on the store's thread" : "asynchronous"})`, () => {
+    it("puts of distinct keys share one fsync barrier and keep their own outcomes", async () => {
+      const dir = mkdtempSync(join(tmpdir(), "fractal-objects-"));
+      dirs.push(dir);
+      const store = new DirectoryObjectStore(dir, { blocking });
+      await store.put("r/exists", Buffer.from("old"));
+      const cas = await store.put("r/cas", Buffer.from("v1"));
+      const results = await store.putMany([
+        { key: "r/new", body: Buffer.from("new") },
+        { key: "r/exists", body: Buffer.from("x"), condition: { ifNoneMatch: "*" } },
+        { key: "r/cas", body: Buffer.from("v2"), condition: { ifMatch: cas.version } },
+        { key: "r/created", body: Buffer.from("c"), condition: { ifNoneMatch: "*" } },
+        { key: "r/stale", body: Buffer.from("s"), condition: { ifMatch: "not-a-version" } },
+        { key: "../escape", body: Buffer.from("e") },
+      ]);
+      expect(results.map((r) => r.status)).to.deep.equal(["fulfilled", "rejected", "fulfilled", "fulfilled", "rejected", "rejected"]);
+      expect((results[1] as PromiseRejectedResult).reason).to.be.instanceOf(PreconditionFailedError);
+      expect((results[4] as PromiseRejectedResult).reason).to.be.instanceOf(PreconditionFailedError);
+      for (const [i, key, body] of [[0, "r/new", "new"], [2, "r/cas", "v2"], [3, "r/created", "c"]] as const) {
+        const got = (await store.get(key))!;
+        expect(got.body.toString()).to.equal(body);
+        expect((results[i] as PromiseFulfilledResult<{ version: string }>).value.version).to.equal(got.version);
+      }
+      expect((await store.get("r/exists"))!.body.toString()).to.equal("old");
+      expect(await store.get("r/stale")).to.equal(undefined);
+      // No temp file or lock is left by the failed puts or the placed ones.
+      expect(filesUnder(dir)).to.deep.equal(["r/cas", "r/created", "r/exists", "r/new"]);
+      let err: unknown;
+      await store.putMany([{ key: "r/a", body: Buffer.alloc(1) }, { key: "r/a", body: Buffer.alloc(2) }]).catch((e: unknown) => (err = e));
+      expect(String(err)).to.match(/distinct/);
+    });
+  });
+}
+
+describe("object store thread", () => {
+  it("answers puts that arrive together (one barrier) each with its own outcome", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "fractal-objects-"));
+    dirs.push(dir);
+    const store = new ThreadedObjectStore({ location: dir });
+    threaded.push(store);
+    const versions = await Promise.all(Array.from({ length: 20 }, (_, i) => store.put(`m/${i}`, Buffer.from(`one ${i}`))));
+    // One turn: 20 compare-and-swaps (every other one with a stale version) and 20 create-only puts, half existing.
+    const results = await Promise.allSettled([
+      ...versions.map((v, i) => store.put(`m/${i}`, Buffer.from(`two ${i}`), { ifMatch: i % 2 === 0 ? v.version : "stale" })),
+      ...Array.from({ length: 20 }, (_, i) => store.put(`m/${i < 10 ? i : `c${i}`}`, Buffer.from("c"), { ifNoneMatch: "*" })),
+    ]);
+    expect(results.slice(0, 20).map((r) => r.status)).to.deep.equal(versions.map((_, i) => (i % 2 === 0 ? "fulfilled" : "rejected")));
+    expect(results.slice(20).map((r) => r.status)).to.deep.equal(Array.from({ length: 20 }, (_, i) => (i < 10 ? "rejected" : "fulfilled")));
+    for (const r of results) if (r.status === "rejected") expect(r.reason).to.be.instanceOf(PreconditionFailedError);
+    for (let i = 0; i < 20; i++) expect((await store.get(`m/${i}`))!.body.toString()).to.equal(i % 2 === 0 ? `two ${i}` : `one ${i}`);
+    expect(filesUnder(dir).filter((f) => f.endsWith(".tmp") || f.endsWith(".lock"))).to.deep.equal([]);
+  });
 });

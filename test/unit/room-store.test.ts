@@ -68,6 +68,32 @@ describe("SqliteRoomStore bulk appends (restores)", () => {
   });
 });
 
+describe("SqliteRoomStore group commit (writer thread)", () => {
+  it("commits the batches that queued during a commit together; a batch with a gap fails alone, and so do the later batches of its room", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
+    dirs.push(dir);
+    const file = join(dir, "rooms.db");
+    const store = new SqliteRoomStore(file);
+    const msg = (room: string, seq: number) => ({ room, seq, id: `${room}${seq}`, user: "u", text: "t", ts: seq });
+    store.setCheckpoint("b", { seq: 1, version: "v", at: 1 }); // an advisory record, written with the appends
+    // Handed over in one turn, as the commit queue does when batches wait behind a slow fsync.
+    const results = await Promise.allSettled([
+      store.appendAsync([msg("a", 1), msg("b", 1)]),
+      store.appendAsync([msg("a", 2)]),
+      store.appendAsync([msg("c", 3)]), // a gap: c is empty
+      store.appendAsync([msg("c", 4), msg("d", 1)]), // continues the failed c: refused, d with it (one batch)
+      store.appendAsync([msg("a", 3), msg("e", 1)]),
+    ]);
+    expect(results.map((r) => r.status)).to.deep.equal(["fulfilled", "fulfilled", "rejected", "rejected", "fulfilled"]);
+    await store.closeAsync();
+    const reopened = new SqliteRoomStore(file);
+    expect(["a", "b", "c", "d", "e"].map((r) => reopened.head(r))).to.deep.equal([3, 1, 0, 0, 1]);
+    expect(reopened.history("a", { after: 0, limit: 10 }).map((m) => m.id)).to.deep.equal(["a1", "a2", "a3"]);
+    expect(reopened.checkpointOf("b")?.seq).to.equal(1);
+    reopened.close();
+  });
+});
+
 describe("SqliteRoomStore on a corrupt file", () => {
   it("sets the file aside and starts empty instead of crashing", () => {
     const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
