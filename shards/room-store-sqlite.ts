@@ -22,6 +22,7 @@ import {
   type SendRecord,
   type StoredMessage,
 } from "./room-store.js";
+import { RoomTails } from "./room-tails.js";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS rooms (
@@ -75,6 +76,8 @@ export class SqliteRoomStore implements RoomStore {
   private readonly deleteTx: (room: string) => void;
   private readonly checkpointTx: (records: [string, CheckpointRecord][]) => void;
   private readonly pendingCheckpoints = new Map<string, CheckpointRecord>();
+  /** The latest committed messages per room, for history reads (see room-tails.ts). */
+  private readonly tails = new RoomTails();
   private readonly prepared = new Map<string, Database.Statement>();
 
   /** Set when the file was unreadable and was moved aside (its rooms are then rebuilt from checkpoints). */
@@ -176,25 +179,49 @@ export class SqliteRoomStore implements RoomStore {
   }
 
   append(messages: readonly StoredMessage[]): void {
-    if (messages.length > 0) this.appendTx(messages);
+    if (messages.length === 0) return;
+    this.appendTx(messages);
+    this.tails.committed(messages);
   }
 
   skipTo(room: string, seq: number): void | Promise<void> {
     if (seq <= this.head(room)) return;
-    if (this.writer !== undefined) return this.request({ op: "skip", room, seq });
+    this.tails.forget(room);
+    if (this.writer !== undefined) return this.forgetting([room], this.request({ op: "skip", room, seq }));
     this.stmt.setHead.run(room, seq);
   }
 
   appendAsync(messages: readonly StoredMessage[], options?: { bulk?: boolean; grouped?: boolean }): Promise<void> {
-    if (this.writer === undefined) return Promise.resolve(this.append(messages));
     if (messages.length === 0) return Promise.resolve();
-    const bulk = options?.bulk === true;
-    if (!bulk && options?.grouped !== true) return this.request({ op: "append", messages, bulk: false });
+    const plain = options?.bulk !== true && options?.grouped !== true;
+    if (this.writer === undefined) {
+      this.append(messages);
+      if (!plain) for (const room of new Set(messages.map((m) => m.room))) this.tails.forget(room);
+      return Promise.resolve();
+    }
+    if (plain) return this.request({ op: "append", messages, bulk: false }).then(() => this.tails.committed(messages));
     // Many rooms restored or taken over at once, a segment or a tail per call: the calls of one turn share one
     // transaction (a rebuild's bottleneck is the writer thread; a takeover's, one fsync per room).
-    return new Promise((resolve, reject) => {
-      if (this.groupParts.length === 0) setImmediate(() => this.flushGroups());
-      this.groupParts.push({ messages, bulk, resolve, reject });
+    const rooms = [...new Set(messages.map((m) => m.room))];
+    for (const room of rooms) this.tails.forget(room);
+    const bulk = options?.bulk === true;
+    return this.forgetting(
+      rooms,
+      new Promise((resolve, reject) => {
+        if (this.groupParts.length === 0) setImmediate(() => this.flushGroups());
+        this.groupParts.push({ messages, bulk, resolve, reject });
+      }),
+    );
+  }
+
+  /** A write other than a plain commit: the rooms' tails are unknown again once it lands (or fails). */
+  private forgetting(rooms: readonly string[], write: Promise<void>): Promise<void> {
+    const forget = () => {
+      for (const room of rooms) this.tails.forget(room);
+    };
+    return write.then(forget, (err: unknown) => {
+      forget();
+      throw err;
     });
   }
 
@@ -273,7 +300,7 @@ export class SqliteRoomStore implements RoomStore {
     if (query.after === undefined && query.before !== undefined) {
       return this.stmt.before.all(room, before, query.limit).reverse();
     }
-    return this.stmt.after.all(room, query.after ?? 0, before, query.limit);
+    return this.tails.range(room, query.after ?? 0, before, query.limit) ?? this.stmt.after.all(room, query.after ?? 0, before, query.limit);
   }
 
   rooms(): string[] {
@@ -286,8 +313,9 @@ export class SqliteRoomStore implements RoomStore {
 
   deleteRoom(room: string): void | Promise<void> {
     this.pendingCheckpoints.delete(room);
+    this.tails.forget(room);
     // Through the writer thread when there is one: a write here would wait (blocking) for its lock.
-    if (this.writer !== undefined) return this.request({ op: "delete", room });
+    if (this.writer !== undefined) return this.forgetting([room], this.request({ op: "delete", room }));
     this.deleteTx(room);
   }
 
