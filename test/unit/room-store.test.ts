@@ -2,6 +2,7 @@ import { expect } from "chai";
 import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { MemoryRoomStore, SqliteRoomStore } from "../../shards/index.js";
 import { roomStoreContract } from "./room-store.contract.js";
 
@@ -90,6 +91,43 @@ describe("SqliteRoomStore group commit (writer thread)", () => {
     expect(["a", "b", "c", "d", "e"].map((r) => reopened.head(r))).to.deep.equal([3, 1, 0, 0, 1]);
     expect(reopened.history("a", { after: 0, limit: 10 }).map((m) => m.id)).to.deep.equal(["a1", "a2", "a3"]);
     expect(reopened.checkpointOf("b")?.seq).to.equal(1);
+    reopened.close();
+  });
+});
+
+describe("SqliteRoomStore checkpoint records", () => {
+  it("answers a room's record as the file holds it (or as pending), through writes and a delete", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
+    dirs.push(dir);
+    const file = join(dir, "rooms.db");
+    const store = new SqliteRoomStore(file);
+    const truth = (room: string) => {
+      const db = new Database(file, { readonly: true });
+      try {
+        return db.prepare<[string], { seq: number }>("SELECT seq FROM checkpoints WHERE room = ?").get(room)?.seq;
+      } finally {
+        db.close();
+      }
+    };
+    const turn = () => new Promise((r) => setTimeout(r, 50));
+    await store.appendAsync([{ room: "r", seq: 1, id: "a", user: "u", text: "t", ts: 1 }]);
+    expect(store.checkpointOf("r")).to.equal(undefined); // read once, remembered as none
+    store.setCheckpoint("r", { seq: 1, version: "v1", at: 1 });
+    expect(store.checkpointOf("r")?.seq).to.equal(1); // pending
+    await store.appendAsync([{ room: "r", seq: 2, id: "b", user: "u", text: "t", ts: 2 }]);
+    await turn();
+    expect([store.checkpointOf("r")?.seq, truth("r")]).to.deep.equal([1, 1]);
+    store.setCheckpoint("r", { seq: 2, version: "v2", at: 2 });
+    await turn();
+    expect([store.checkpointOf("r")?.seq, truth("r")]).to.deep.equal([2, 2]);
+    await store.deleteRoom("r");
+    expect([store.checkpointOf("r"), truth("r")]).to.deep.equal([undefined, undefined]);
+    store.setCheckpoint("r", { seq: 5, version: "v5", at: 5 });
+    await turn();
+    expect([store.checkpointOf("r")?.seq, truth("r")]).to.deep.equal([5, 5]);
+    await store.closeAsync();
+    const reopened = new SqliteRoomStore(file);
+    expect(reopened.checkpointOf("r")?.seq).to.equal(5);
     reopened.close();
   });
 });
