@@ -45,6 +45,23 @@ import {
 /** A lock held this long by one holder belongs to a crashed writer and is broken. */
 const STALE_LOCK_MS = 10_000;
 
+interface Settlement<T> {
+  readonly promise: Promise<T>;
+  readonly resolve: (value: T) => void;
+  readonly reject: (reason: unknown) => void;
+}
+
+/** A promise with its resolvers (Promise.withResolvers is Node 22). */
+function settlement<T>(): Settlement<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (reason: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
 /** One put of a putMany call. */
 export interface PutItem {
   readonly key: string;
@@ -108,9 +125,7 @@ export class DirectoryObjectStore implements ObjectStore {
   }
 
   async put(key: string, body: Buffer, condition?: PutCondition): Promise<ObjectVersion> {
-    const [result] = await this.putMany([{ key, body, condition }]);
-    if (result!.status === "rejected") throw result!.reason;
-    return result!.value;
+    return this.putMany([{ key, body, condition }])[0]!;
   }
 
   /**
@@ -118,22 +133,33 @@ export class DirectoryObjectStore implements ObjectStore {
    * temp files are fsynced, then each is put in place. On ext4 the first fsync commits the journal for all of
    * them and the others find little left to do: a checkpoint round costs a few journal commits instead of one
    * per object, and the SQLite commits that share the disk stop queueing behind them. Each put keeps its own
-   * outcome and its own semantics (see put); a put is in place only after its body is durable.
+   * outcome (one promise per item, settled as soon as it is known) and its own semantics (see put); a put is in
+   * place only after its body is durable.
    */
-  async putMany(items: readonly PutItem[]): Promise<PromiseSettledResult<ObjectVersion>[]> {
-    const keys = new Set(items.map((i) => i.key));
-    if (keys.size !== items.length) throw new Error("putMany: keys must be distinct");
+  putMany(items: readonly PutItem[]): Promise<ObjectVersion>[] {
+    if (new Set(items.map((i) => i.key)).size !== items.length) throw new Error("putMany: keys must be distinct");
+    const outcomes = items.map(() => settlement<ObjectVersion>());
+    void this.putGroup(items, outcomes).catch((err: unknown) => {
+      for (const o of outcomes) o.reject(err); // settled ones ignore it
+    });
+    return outcomes.map((o) => o.promise);
+  }
+
+  private async putGroup(items: readonly PutItem[], outcomes: readonly Settlement<ObjectVersion>[]): Promise<void> {
     const staged: (StagedPut | undefined)[] = [];
-    const results: PromiseSettledResult<ObjectVersion>[] = items.map(() => ({ status: "rejected", reason: undefined }));
     const fail = async (i: number, reason: unknown) => {
       const s = staged[i];
       staged[i] = undefined;
-      results[i] = { status: "rejected", reason };
+      outcomes[i]!.reject(reason);
       if (s !== undefined) await this.abandon(s);
     };
     for (let i = 0; i < items.length; i++) {
       try {
-        staged[i] = await this.stage(items[i]!);
+        const s = await this.stage(items[i]!, items.length === 1);
+        // A key whose lock another writer holds waits on its own: one slow key (or a crashed writer's lock,
+        // broken only after STALE_LOCK_MS) must not hold the rest of a round's puts.
+        if (s === undefined) this.putMany([items[i]!])[0]!.then(outcomes[i]!.resolve, outcomes[i]!.reject);
+        else staged[i] = s;
       } catch (err) {
         await fail(i, err);
       }
@@ -153,16 +179,18 @@ export class DirectoryObjectStore implements ObjectStore {
       const s = staged[i];
       if (s === undefined) continue;
       try {
-        results[i] = { status: "fulfilled", value: await this.place(s) };
+        outcomes[i]!.resolve(await this.place(s));
       } catch (err) {
-        results[i] = { status: "rejected", reason: err };
+        outcomes[i]!.reject(err);
       }
     }
-    return results;
   }
 
-  /** Checks a put's condition (taking the key's lock for if-match) and writes its body to a temp file, unsynced. */
-  private async stage(item: PutItem): Promise<StagedPut> {
+  /**
+   * Checks a put's condition (taking the key's lock for if-match) and writes its body to a temp file, unsynced.
+   * Undefined when the lock is held by another writer and `waitForLock` is false.
+   */
+  private async stage(item: PutItem, waitForLock: boolean): Promise<StagedPut | undefined> {
     const { key, body, condition } = item;
     checkObjectKey(key);
     const file = this.path(key);
@@ -171,7 +199,8 @@ export class DirectoryObjectStore implements ObjectStore {
     const staged: StagedPut = { kind, key, file, tmp: "", version: versionOf(body) };
     if (kind === "swap") {
       // Compare-and-swap holds the key's lock from the check until the rename.
-      staged.release = await this.lock(file);
+      staged.release = await this.lock(file, waitForLock);
+      if (staged.release === undefined) return undefined;
       try {
         const current = await this.currentVersion(file);
         if (condition!.ifNoneMatch === "*" && current !== undefined) throw new PreconditionFailedError(key);
@@ -301,7 +330,7 @@ export class DirectoryObjectStore implements ObjectStore {
    * millisecond of CPU, and this runs for every manifest write). A lock held by the same holder for longer than
    * STALE_LOCK_MS, as this process observes it, belongs to a crashed writer and is broken.
    */
-  private async lock(file: string): Promise<() => Promise<void>> {
+  private async lock(file: string, wait = true): Promise<(() => Promise<void>) | undefined> {
     const lock = `${file}.lock`;
     const source = this.lockSource();
     let seen: { ino: number; since: number } | undefined;
@@ -311,6 +340,7 @@ export class DirectoryObjectStore implements ObjectStore {
         break;
       } catch (err) {
         if (!isCode(err, "EEXIST")) throw err;
+        if (!wait) return undefined;
         let ino: number | undefined;
         try {
           ino = (await this.fs.stat(lock)).ino;

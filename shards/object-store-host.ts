@@ -54,10 +54,9 @@ function putGroup(group: PutCall[]): void {
     for (const put of group) void settled(answer(put)).then((outcome) => reply(put.id, outcome));
     return;
   }
-  store.putMany(group.map((put) => ({ key: put.key, body: bodyOf(put), condition: put.condition }))).then(
-    (outcomes) => outcomes.forEach((outcome, i) => reply(group[i]!.id, outcome)),
-    (err: unknown) => group.forEach((put) => reply(put.id, { status: "rejected", reason: err })),
-  );
+  store
+    .putMany(group.map((put) => ({ key: put.key, body: bodyOf(put), condition: put.condition })))
+    .forEach((outcome, i) => void settled(outcome).then((o) => reply(group[i]!.id, o)));
 }
 
 function settled<T>(p: Promise<T>): Promise<PromiseSettledResult<T>> {

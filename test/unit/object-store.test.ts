@@ -83,14 +83,14 @@ for (const blocking of [true, false]) {
       const store = new DirectoryObjectStore(dir, { blocking });
       await store.put("r/exists", Buffer.from("old"));
       const cas = await store.put("r/cas", Buffer.from("v1"));
-      const results = await store.putMany([
+      const results = await Promise.allSettled(store.putMany([
         { key: "r/new", body: Buffer.from("new") },
         { key: "r/exists", body: Buffer.from("x"), condition: { ifNoneMatch: "*" } },
         { key: "r/cas", body: Buffer.from("v2"), condition: { ifMatch: cas.version } },
         { key: "r/created", body: Buffer.from("c"), condition: { ifNoneMatch: "*" } },
         { key: "r/stale", body: Buffer.from("s"), condition: { ifMatch: "not-a-version" } },
         { key: "../escape", body: Buffer.from("e") },
-      ]);
+      ]));
       expect(results.map((r) => r.status)).to.deep.equal(["fulfilled", "rejected", "fulfilled", "fulfilled", "rejected", "rejected"]);
       expect((results[1] as PromiseRejectedResult).reason).to.be.instanceOf(PreconditionFailedError);
       expect((results[4] as PromiseRejectedResult).reason).to.be.instanceOf(PreconditionFailedError);
@@ -103,9 +103,29 @@ for (const blocking of [true, false]) {
       expect(await store.get("r/stale")).to.equal(undefined);
       // No temp file or lock is left by the failed puts or the placed ones.
       expect(filesUnder(dir)).to.deep.equal(["r/cas", "r/created", "r/exists", "r/new"]);
-      let err: unknown;
-      await store.putMany([{ key: "r/a", body: Buffer.alloc(1) }, { key: "r/a", body: Buffer.alloc(2) }]).catch((e: unknown) => (err = e));
-      expect(String(err)).to.match(/distinct/);
+      expect(() => store.putMany([{ key: "r/a", body: Buffer.alloc(1) }, { key: "r/a", body: Buffer.alloc(2) }])).to.throw(/distinct/);
+    });
+
+    it("a key whose lock another writer holds does not hold the other puts of its group", async () => {
+      const dir = mkdtempSync(join(tmpdir(), "fractal-objects-"));
+      dirs.push(dir);
+      const store = new DirectoryObjectStore(dir, { blocking, staleLockMs: 1500 });
+      const v = await store.put("r/locked", Buffer.from("one"));
+      writeFileSync(join(dir, "r", "locked.lock"), ""); // a crashed writer's lock: broken after 1.5 s
+      const started = Date.now();
+      const [locked, free] = store.putMany([
+        { key: "r/locked", body: Buffer.from("two"), condition: { ifMatch: v.version } },
+        { key: "r/free", body: Buffer.from("f"), condition: { ifNoneMatch: "*" } },
+      ]);
+      let lockedDone = false;
+      void locked!.then(() => (lockedDone = true));
+      await free;
+      expect(lockedDone).to.equal(false); // the free key did not wait for the lock to be broken
+      expect((await store.get("r/locked"))!.body.toString()).to.equal("one");
+      await locked;
+      expect(Date.now() - started).to.be.at.least(1500);
+      expect((await store.get("r/locked"))!.body.toString()).to.equal("two");
+      expect(filesUnder(dir)).to.deep.equal(["r/free", "r/locked"]);
     });
   });
 }
