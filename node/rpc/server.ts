@@ -15,7 +15,7 @@ import type { AdminApi } from "../admin.js";
 import type { Handoff, OwnershipTransfer } from "../transfer.js";
 import type { ReplicaService } from "../replica-service.js";
 import { toServiceError } from "./status.js";
-import { toWire } from "./wire.js";
+import { encodeEventBatch, type EventBatchFrame } from "./wire.js";
 
 export interface PeerServerDeps {
   readonly owner: LocalOwner;
@@ -49,9 +49,18 @@ export function createPeerServer(deps: PeerServerDeps): grpc.Server {
     "grpc.keepalive_time_ms": 10_000,
     "grpc.keepalive_permit_without_calls": 1,
   });
-  server.addService(PeerService, peerImplementation(deps));
+  server.addService(servedPeerService, peerImplementation(deps));
   return server;
 }
+
+/** The Peer service as served: Subscribe frames may come already encoded (see encodeEventBatch). */
+const servedPeerService: typeof PeerService = {
+  ...PeerService,
+  subscribe: {
+    ...PeerService.subscribe,
+    responseSerialize: (frame: EventBatchFrame): Buffer => (Buffer.isBuffer(frame) ? frame : PeerService.subscribe.responseSerialize(frame)),
+  },
+};
 
 export function peerImplementation(deps: PeerServerDeps): PeerServer {
   const { owner, membership, log } = deps;
@@ -241,7 +250,8 @@ function serveSubscriptions(
   const flush = () => {
     const events = queue;
     queue = [];
-    if (!closed && events.length > 0) stream.write({ events: events.map(toWire) });
+    // Already encoded: the serializer above passes the bytes through (the stream's type says EventBatch).
+    if (!closed && events.length > 0) stream.write(encodeEventBatch(events) as unknown as EventBatch);
   };
   const listener = (event: RoomEvent) => {
     if (queue.length === 0) setImmediate(flush);

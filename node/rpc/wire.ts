@@ -1,6 +1,43 @@
 /** Conversions between room events and their protobuf form, used by both ends of the Subscribe stream. */
-import type { RoomEvent as WireEvent } from "../../proto/gen/fractal.js";
+import { RoomEvent as WireEvent, type EventBatch } from "../../proto/gen/fractal.js";
 import type { RoomEvent } from "../../shards/index.js";
+
+/** Each event's encoding, made once however many subscriber streams carry it (one per subscribed node). */
+const encoded = new WeakMap<RoomEvent, Uint8Array>();
+
+/**
+ * The EventBatch frame of `events`, as bytes: `repeated RoomEvent events = 1`, i.e. per event the field's tag,
+ * the length and the event's encoding. An owner sends every event to each subscribed node; encoding it once
+ * instead of once per stream halves the protobuf work of the fan-out on a 3-node cluster.
+ */
+export function encodeEventBatch(events: readonly RoomEvent[]): Buffer {
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (const event of events) {
+    let body = encoded.get(event);
+    if (body === undefined) encoded.set(event, (body = WireEvent.encode(toWire(event)).finish()));
+    const head = fieldHead(body.length);
+    parts.push(head, body);
+    size += head.length + body.length;
+  }
+  return Buffer.concat(parts, size);
+}
+
+/** Tag of field 1, wire type 2 (length-delimited), then the length as a varint. */
+function fieldHead(length: number): Uint8Array {
+  const bytes = [10];
+  for (let n = length; ; n = Math.floor(n / 128)) {
+    if (n < 128) {
+      bytes.push(n);
+      break;
+    }
+    bytes.push((n % 128) | 128);
+  }
+  return Uint8Array.from(bytes);
+}
+
+/** What the Subscribe stream's serializer takes: a batch, or a batch already encoded by encodeEventBatch. */
+export type EventBatchFrame = EventBatch | Buffer;
 
 export function toWire(event: RoomEvent): WireEvent {
   switch (event.type) {
