@@ -54,9 +54,14 @@ function putGroup(group: PutCall[]): void {
     for (const put of group) void settled(answer(put)).then((outcome) => reply(put.id, outcome));
     return;
   }
-  store
-    .putMany(group.map((put) => ({ key: put.key, body: bodyOf(put), condition: put.condition })))
-    .forEach((outcome, i) => void settled(outcome).then((o) => reply(group[i]!.id, o)));
+  let outcomes: Promise<unknown>[];
+  try {
+    outcomes = store.putMany(group.map((put) => ({ key: put.key, body: bodyOf(put), condition: put.condition })));
+  } catch (err) {
+    // A call must never take the thread down (the node would lose its object store): answer it with the error.
+    outcomes = group.map(() => Promise.reject(err));
+  }
+  outcomes.forEach((outcome, i) => void settled(outcome).then((o) => reply(group[i]!.id, o)));
 }
 
 function settled<T>(p: Promise<T>): Promise<PromiseSettledResult<T>> {
