@@ -4,7 +4,7 @@
  */
 import { resolve, dirname } from "node:path";
 import { z } from "zod";
-import { mapFromPeers, NODE_ID_PATTERN, type ClusterMap } from "../shards/index.js";
+import { DEFAULT_CHECKPOINT_CONCURRENCY, mapFromPeers, NODE_ID_PATTERN, type ClusterMap } from "../shards/index.js";
 import { FractalError } from "../shards/index.js";
 
 const port = z.coerce.number().int().min(0).max(65535);
@@ -41,7 +41,7 @@ export const NODE_FLAGS = {
   "forward-timeout-ms": { help: "deadline of a forwarded room operation, ms", default: "3000" },
   "rate-limit": { help: "sends per second per connection (burst: twice as many)", default: "50" },
   "checkpoint-interval": { help: "how often rooms with new messages are checkpointed (e.g. 1s, 500ms)", default: "1s" },
-  "checkpoint-concurrency": { help: "rooms checkpointed at once", default: "32" },
+  "checkpoint-concurrency": { help: "rooms checkpointed at once", default: String(DEFAULT_CHECKPOINT_CONCURRENCY) },
   "checkpoint-retention": { help: "how long replaced checkpoint segments are kept (e.g. 24h, 0s)", default: "24h" },
   "checkpoint-backlog": {
     help: "most messages a room may have acknowledged but not yet checkpointed (writes wait beyond it); a failover skips this many seqs",

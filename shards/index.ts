@@ -16,7 +16,7 @@ export { ThreadedObjectStore, type ObjectStoreSpec } from "./object-store-thread
 export { S3ObjectStore, parseS3Url } from "./object-store-s3.js";
 export * from "./checkpoint-format.js";
 export { CheckpointChain, StaleOwnerError, type VersionedManifest, type ChainWriter } from "./checkpoint-chain.js";
-export { Checkpointer, type RoomCheckpointStatus, type CheckpointRoundResult } from "./checkpointer.js";
+export { Checkpointer, DEFAULT_CONCURRENCY as DEFAULT_CHECKPOINT_CONCURRENCY, type RoomCheckpointStatus, type CheckpointRoundResult } from "./checkpointer.js";
 export { restoreRoom, type RestoreProgress, type RestoreResult } from "./room-restore.js";
 export type { CheckpointRecord, RoomHeads } from "./room-store.js";
 export { RoomRebuilder, RoomUnavailableError, type RebuildProgress } from "./room-rebuilder.js";
