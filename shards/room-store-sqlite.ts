@@ -192,24 +192,25 @@ export class SqliteRoomStore implements RoomStore {
 
   skipTo(room: string, seq: number): void | Promise<void> {
     if (seq <= this.head(room)) return;
-    this.tails.forget(room);
     if (this.writer !== undefined) return this.forgetting([room], this.request({ op: "skip", room, seq }));
+    this.tails.forget(room);
     this.stmt.setHead.run(room, seq);
   }
 
   appendAsync(messages: readonly StoredMessage[], options?: { bulk?: boolean; grouped?: boolean }): Promise<void> {
     if (messages.length === 0) return Promise.resolve();
-    const plain = options?.bulk !== true && options?.grouped !== true;
+    if (options?.bulk !== true && options?.grouped !== true) {
+      if (this.writer === undefined) return Promise.resolve(this.append(messages));
+      return this.request({ op: "append", messages, bulk: false }).then(() => this.tails.committed(messages));
+    }
+    const rooms = [...new Set(messages.map((m) => m.room))];
     if (this.writer === undefined) {
       this.append(messages);
-      if (!plain) for (const room of new Set(messages.map((m) => m.room))) this.tails.forget(room);
+      for (const room of rooms) this.tails.forget(room);
       return Promise.resolve();
     }
-    if (plain) return this.request({ op: "append", messages, bulk: false }).then(() => this.tails.committed(messages));
     // Many rooms restored or taken over at once, a segment or a tail per call: the calls of one turn share one
     // transaction (a rebuild's bottleneck is the writer thread; a takeover's, one fsync per room).
-    const rooms = [...new Set(messages.map((m) => m.room))];
-    for (const room of rooms) this.tails.forget(room);
     const bulk = options?.bulk === true;
     return this.forgetting(
       rooms,
@@ -220,12 +221,16 @@ export class SqliteRoomStore implements RoomStore {
     );
   }
 
-  /** A write other than a plain commit: the rooms' tails (and a delete's checkpoint records) are unknown again once it lands or fails. */
+  /**
+   * A write on its way to the writer that is not a plain commit: the rooms' tails (and a delete's checkpoint
+   * records) are unknown from now until it has landed or failed.
+   */
   private forgetting(rooms: readonly string[], write: Promise<void>, deletes = false): Promise<void> {
     const forget = () => {
       for (const room of rooms) this.tails.forget(room);
       if (deletes) for (const room of rooms) this.checkpointsInFile.delete(room);
     };
+    forget();
     return write.then(forget, (err: unknown) => {
       forget();
       throw err;
@@ -320,10 +325,10 @@ export class SqliteRoomStore implements RoomStore {
 
   deleteRoom(room: string): void | Promise<void> {
     this.pendingCheckpoints.delete(room);
-    this.tails.forget(room);
-    this.checkpointsInFile.delete(room);
     // Through the writer thread when there is one: a write here would wait (blocking) for its lock.
     if (this.writer !== undefined) return this.forgetting([room], this.request({ op: "delete", room }), true);
+    this.tails.forget(room);
+    this.checkpointsInFile.delete(room);
     this.deleteTx(room);
   }
 
