@@ -152,12 +152,15 @@ export class SqliteRoomStore implements RoomStore {
     });
     if (file !== ":memory:") {
       this.writer = new Worker(new URL("./sqlite-writer.worker.js", import.meta.url), { workerData: { file } });
-      this.writer.on("message", (m: { id: number; ok: boolean; message?: string; code?: string }) => {
-        const w = this.waiting.get(m.id);
-        if (w === undefined) return;
-        this.waiting.delete(m.id);
-        if (m.ok) w.resolve();
-        else w.reject(Object.assign(new Error(m.message ?? "SQLite write failed"), { code: m.code }));
+      // A group commit answers all of its requests in one message (`ids`); everything else answers alone.
+      this.writer.on("message", (m: { id?: number; ids?: number[]; ok: boolean; message?: string; code?: string }) => {
+        for (const id of m.ids ?? [m.id!]) {
+          const w = this.waiting.get(id);
+          if (w === undefined) continue;
+          this.waiting.delete(id);
+          if (m.ok) w.resolve();
+          else w.reject(Object.assign(new Error(m.message ?? "SQLite write failed"), { code: m.code }));
+        }
       });
       this.writer.on("error", (err) => {
         for (const w of this.waiting.values()) w.reject(err);

@@ -89,7 +89,8 @@ parentPort.on("message", (first) => {
     } catch {
       for (const m of group) handle(m);
     }
-    if (ok) for (const m of group) parentPort.postMessage({ id: m.id, ok: true });
+    // One answer for the whole group: each message to the main thread wakes its event loop.
+    if (ok) parentPort.postMessage({ ids: group.map((m) => m.id), ok: true });
   }
 });
 

@@ -41,6 +41,7 @@ describe("client protocol validation", () => {
     ["text as object", { room: "r", text: { a: 1 }, id: "1" }, "bad_request"],
     ["a missing id", { room: "r", text: "hi" }, "bad_request"],
     ["an empty id", { room: "r", text: "hi", id: "" }, "bad_request"],
+    ["a 64-char id", { room: "r", text: "hi", id: "i".repeat(64) }, undefined],
     ["a 65-char id", { room: "r", text: "hi", id: "i".repeat(65) }, "bad_request"],
     ["a numeric id", { room: "r", text: "hi", id: 7 }, "bad_request"],
     ["a bad room", { room: "R", text: "hi", id: "1" }, "bad_request"],

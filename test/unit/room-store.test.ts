@@ -93,6 +93,27 @@ describe("SqliteRoomStore group commit (writer thread)", () => {
     expect(reopened.checkpointOf("b")?.seq).to.equal(1);
     reopened.close();
   });
+  it("answers every batch of a group that commits together, and only once it is in the file", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
+    dirs.push(dir);
+    const file = join(dir, "rooms.db");
+    const store = new SqliteRoomStore(file);
+    const msg = (room: string, seq: number) => ({ room, seq, id: `${room}${seq}`, user: "u", text: "t", ts: seq });
+    await store.appendAsync([msg("a", 1)]); // the writer is idle again: the next turn's batches queue together
+    const order: string[] = [];
+    const batches = [[msg("a", 2)], [msg("b", 1), msg("a", 3)], [msg("c", 1)], [msg("b", 2)]];
+    await Promise.all(batches.map((b, i) => store.appendAsync(b).then(() => order.push(`batch ${i}`))));
+    expect(order).to.have.members(["batch 0", "batch 1", "batch 2", "batch 3"]);
+    const db = new Database(file, { readonly: true });
+    try {
+      expect(db.prepare("SELECT room, seq FROM messages ORDER BY room, seq").all()).to.deep.equal([
+        { room: "a", seq: 1 }, { room: "a", seq: 2 }, { room: "a", seq: 3 }, { room: "b", seq: 1 }, { room: "b", seq: 2 }, { room: "c", seq: 1 },
+      ]);
+    } finally {
+      db.close();
+    }
+    await store.closeAsync();
+  });
 });
 
 describe("SqliteRoomStore checkpoint records", () => {
