@@ -13,6 +13,8 @@ import type { StoredMessage } from "./room-store.js";
 
 export class RoomTails {
   private readonly tails = new Map<string, StoredMessage[]>();
+  /** Highest seq committed per room since it was last forgotten: a tail that ends below it is not served. */
+  private readonly highest = new Map<string, number>();
   private size = 0;
 
   constructor(
@@ -25,9 +27,10 @@ export class RoomTails {
   /** Messages that just became durable, in seq order per room. */
   committed(messages: readonly StoredMessage[]): void {
     for (const m of messages) {
+      if (m.seq > (this.highest.get(m.room) ?? 0)) this.highest.set(m.room, m.seq);
       let tail = this.tails.get(m.room);
       if (tail !== undefined && tail[tail.length - 1]!.seq + 1 !== m.seq) {
-        this.forget(m.room); // cannot happen while every other write forgets; never serve a hole
+        this.drop(m.room); // cannot happen while every other write forgets; never serve a hole
         tail = undefined;
       }
       if (tail === undefined) {
@@ -45,6 +48,11 @@ export class RoomTails {
 
   /** Another kind of write touched the room: read it from the file until it commits again. */
   forget(room: string): void {
+    this.drop(room);
+    this.highest.delete(room);
+  }
+
+  private drop(room: string): void {
     const tail = this.tails.get(room);
     if (tail === undefined) return;
     this.size -= tail.length;
@@ -59,6 +67,9 @@ export class RoomTails {
     const tail = this.tails.get(room);
     const first = tail?.[0]?.seq;
     if (first === undefined || first > after + 1) return undefined;
+    // A tail restarted below a newer commit (commits seen out of order) would end the answer early: a history
+    // page that stops short reads as the room's end to a client paging through it.
+    if (tail![tail!.length - 1]!.seq < this.highest.get(room)!) return undefined;
     // Contiguous: tail[i].seq === first + i.
     const start = after + 1 - first;
     const end = Math.max(start, Math.min(tail!.length, start + Math.max(0, limit), before - first));

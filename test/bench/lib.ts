@@ -146,13 +146,6 @@ export function withDescendants(roots: readonly number[]): number[] {
   return [...out];
 }
 
-/** Sum of CPU seconds over a process tree. */
-export function treeCpuSeconds(roots: readonly number[]): number {
-  let sum = 0;
-  for (const pid of withDescendants(roots)) sum += cpuSeconds(pid) ?? 0;
-  return sum;
-}
-
 /** VmRSS of a process in KiB. */
 export function rssKiB(pid: number): number | undefined {
   try {
@@ -163,20 +156,34 @@ export function rssKiB(pid: number): number | undefined {
   }
 }
 
+/** CPU seconds of each process of a set of process trees. */
+function cpuByPid(roots: readonly number[]): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const pid of withDescendants(roots)) {
+    const s = cpuSeconds(pid);
+    if (s !== undefined) out.set(pid, s);
+  }
+  return out;
+}
+
 /** Samples CPU of a set of process trees between start() and stop(). */
 export class CpuMeter {
-  private c0 = 0;
+  private c0 = new Map<number, number>();
   private t0 = 0;
   constructor(private readonly roots: () => readonly number[]) {}
   start(): void {
-    this.c0 = treeCpuSeconds(this.roots());
+    this.c0 = cpuByPid(this.roots());
     this.t0 = performance.now();
   }
-  /** CPU time / wall time, in percent of one core. */
+  /**
+   * CPU time / wall time, in percent of one core. Counted per process: one that exited during the window
+   * (a crashed server) drops out instead of taking its whole lifetime's CPU off the sum.
+   */
   stop(): number {
-    const c1 = treeCpuSeconds(this.roots());
+    let used = 0;
+    for (const [pid, s] of cpuByPid(this.roots())) used += s - (this.c0.get(pid) ?? 0);
     const wall = (performance.now() - this.t0) / 1000;
-    return wall > 0 ? ((c1 - this.c0) / wall) * 100 : 0;
+    return wall > 0 ? (used / wall) * 100 : 0;
   }
 }
 

@@ -147,7 +147,19 @@ export interface VerifyReq {
 }
 export interface VerifyRes {
   /** seqReused: acked messages missing from the history whose acked seq now holds a different message. */
-  rooms: { room: string; acked: number; history: number; missing: number; seqReused: number; seqMismatch: number; dupSeqs: number; error?: string }[];
+  rooms: {
+    room: string;
+    acked: number;
+    history: number;
+    missing: number;
+    seqReused: number;
+    seqMismatch: number;
+    dupSeqs: number;
+    /** The acked seqs of the first missing messages, and the last seq history answered: where to look. */
+    missingSeqs?: number[];
+    lastSeq?: number;
+    error?: string;
+  }[];
 }
 export type OpsReq = LoadReq | SetupReq | StartReq | StatsReq | FailoverReq | StopReq | VerifyReq | { type: "close" };
 
@@ -706,7 +718,9 @@ async function verify(req: VerifyReq): Promise<VerifyRes> {
       const other = idAtSeq.get(ackedSeq.get(id) ?? -1);
       return other !== undefined && other !== id;
     }).length;
-    out.push(r.error === undefined ? { room: r.room, acked: r.acked, history: r.history, missing: r.missing, seqReused: r.seqReused, seqMismatch: r.seqMismatch, dupSeqs: r.dupSeqs } : r);
+    const where = missing.length === 0 ? {} : { missingSeqs: missing.slice(0, 10).map((id) => ackedSeq.get(id) ?? 0), lastSeq: Math.max(0, ...idAtSeq.keys()) };
+    const { error, ...counts } = r;
+    out.push(error === undefined ? { ...counts, ...where } : { ...r, ...where });
   }
   agent.destroy();
   return { rooms: out };

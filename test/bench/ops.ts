@@ -863,7 +863,7 @@ export async function runRebalance(o: {
       res.lostAcked = res.verify.rooms.reduce((a, r) => a + r.missing, 0);
       if (res.lostAcked > 0) res.notes.push(`${res.lostAcked} acked messages are missing from the history of moved rooms: ${res.verify.rooms.filter((r) => r.missing > 0).map((r) => `${r.room} (${r.missing} of ${r.acked}; ${r.seqReused} of their seqs now hold another message)`).join(", ")}`);
       log(`${o.tag}: history of ${res.verify.rooms.length} moved steady rooms checked: ${res.lostAcked} acked messages missing`);
-      for (const r of res.verify.rooms) if (r.missing > 0 || r.error !== undefined || r.dupSeqs > 0 || r.seqMismatch > 0) log(`${o.tag}: history of moved room ${r.room}: acked ${r.acked}, in history ${r.history}, missing ${r.missing}, seq mismatch ${r.seqMismatch}, dup seqs ${r.dupSeqs}${r.error ? `, error ${r.error}` : ""}`);
+      for (const r of res.verify.rooms) if (r.missing > 0 || r.error !== undefined || r.dupSeqs > 0 || r.seqMismatch > 0) log(`${o.tag}: history of moved room ${r.room}: acked ${r.acked}, in history ${r.history}, missing ${r.missing}${r.missingSeqs ? ` (acked seqs ${r.missingSeqs.join(", ")}; history ends at ${r.lastSeq})` : ""}, seq mismatch ${r.seqMismatch}, dup seqs ${r.dupSeqs}${r.error ? `, error ${r.error}` : ""}`);
     }
     if (t.resetEvents > 0 || t.outOfOrder > 0) res.notes.push(`clients saw ${t.resetEvents} reset events and ${t.outOfOrder} out-of-order deliveries (seq going back)`);
     if (t.lost > 0) res.notes.push(`${t.lost} deliveries of acked messages never arrived; first: ${JSON.stringify(t.lostSample.slice(0, 3))}`);

@@ -33,6 +33,21 @@ describe("room tails", () => {
     expect(tails.range("b", 8, Infinity, 10)).to.equal(undefined);
   });
 
+  it("never ends an answer below a commit it has seen, even when commits arrive out of order", () => {
+    const tails = new RoomTails(8, 100);
+    tails.committed([msg("a", 1), msg("a", 2)]);
+    tails.committed([msg("a", 5)]); // 3 and 4 are answered later
+    tails.committed([msg("a", 3), msg("a", 4)]); // the tail starts over at 3 and ends at 4, below 5
+    expect(tails.range("a", 2, Infinity, 10)).to.equal(undefined); // not [3, 4]: the file has 5 too
+    expect(tails.range("a", 4, Infinity, 10)).to.equal(undefined); // not []: that would read as the room's end
+    tails.committed([msg("a", 6)]); // a hole after 4: the tail starts over at 6, the highest commit
+    expect(seqs(tails.range("a", 5, Infinity, 10))).to.deep.equal([6]);
+    // Another kind of write (a restore that replaces the room) starts the room's record over.
+    tails.forget("a");
+    tails.committed([msg("a", 1)]);
+    expect(seqs(tails.range("a", 0, Infinity, 10))).to.deep.equal([1]);
+  });
+
   it("stops taking new rooms at its total bound", () => {
     const tails = new RoomTails(10, 3);
     tails.committed([msg("a", 1), msg("a", 2), msg("a", 3), msg("b", 1)]);
