@@ -13,8 +13,6 @@ import type { StoredMessage } from "./room-store.js";
 
 export class RoomTails {
   private readonly tails = new Map<string, StoredMessage[]>();
-  /** Highest seq committed per room since it was last forgotten: a tail that ends below it is not served. */
-  private readonly highest = new Map<string, number>();
   private size = 0;
 
   constructor(
@@ -27,10 +25,9 @@ export class RoomTails {
   /** Messages that just became durable, in seq order per room. */
   committed(messages: readonly StoredMessage[]): void {
     for (const m of messages) {
-      if (m.seq > (this.highest.get(m.room) ?? 0)) this.highest.set(m.room, m.seq);
       let tail = this.tails.get(m.room);
       if (tail !== undefined && tail[tail.length - 1]!.seq + 1 !== m.seq) {
-        this.drop(m.room); // cannot happen while every other write forgets; never serve a hole
+        this.forget(m.room); // cannot happen while every other write forgets; never serve a hole
         tail = undefined;
       }
       if (tail === undefined) {
@@ -48,11 +45,6 @@ export class RoomTails {
 
   /** Another kind of write touched the room: read it from the file until it commits again. */
   forget(room: string): void {
-    this.drop(room);
-    this.highest.delete(room);
-  }
-
-  private drop(room: string): void {
     const tail = this.tails.get(room);
     if (tail === undefined) return;
     this.size -= tail.length;
@@ -60,20 +52,22 @@ export class RoomTails {
   }
 
   /**
-   * Messages with `after` < seq < `before`, ascending, at most `limit`; undefined when the tail does not hold the
-   * whole answer (it starts after `after + 1`, or the room has none).
+   * Messages with `after` < seq < `before`, ascending, at most `limit`; undefined unless the tail holds the whole
+   * answer: it starts by `after + 1` and has either `limit` messages from there or every seq below `before`.
+   *
+   * Never an answer that stops at the tail's end: the file can be ahead of the tail (the writer thread has
+   * committed messages whose answer this thread has not processed yet, and `head()` reads the file). A short
+   * answer there once made a checkpoint round record a gap over acknowledged messages.
    */
   range(room: string, after: number, before: number, limit: number): StoredMessage[] | undefined {
     const tail = this.tails.get(room);
     const first = tail?.[0]?.seq;
-    if (first === undefined || first > after + 1) return undefined;
-    // A tail restarted below a newer commit (commits seen out of order) would end the answer early: a history
-    // page that stops short reads as the room's end to a client paging through it.
-    if (tail![tail!.length - 1]!.seq < this.highest.get(room)!) return undefined;
+    if (first === undefined || first > after + 1 || limit < 1) return undefined;
     // Contiguous: tail[i].seq === first + i.
     const start = after + 1 - first;
-    const end = Math.max(start, Math.min(tail!.length, start + Math.max(0, limit), before - first));
-    return tail!.slice(start, end);
+    const wanted = Math.min(start + limit, before - first);
+    if (wanted > tail!.length) return undefined;
+    return tail!.slice(start, Math.max(start, wanted));
   }
 
   get messages(): number {

@@ -10,42 +10,48 @@ const msg = (room: string, seq: number): StoredMessage => ({ room, seq, id: `${r
 const seqs = (list: readonly StoredMessage[] | undefined) => list?.map((m) => m.seq);
 
 describe("room tails", () => {
-  it("answers ranges inside the tail, and nothing it does not wholly hold", () => {
+  it("answers only ranges it wholly holds: `limit` messages, or every seq below `before`", () => {
     const tails = new RoomTails(4, 100);
     tails.committed([msg("a", 1), msg("a", 2), msg("b", 7)]);
     tails.committed([msg("a", 3)]);
-    expect(seqs(tails.range("a", 0, Infinity, 10))).to.deep.equal([1, 2, 3]);
+    expect(seqs(tails.range("a", 0, Infinity, 3))).to.deep.equal([1, 2, 3]);
     expect(seqs(tails.range("a", 1, Infinity, 1))).to.deep.equal([2]);
-    expect(seqs(tails.range("a", 1, 3, 10))).to.deep.equal([2]);
-    expect(seqs(tails.range("a", 3, Infinity, 10))).to.deep.equal([]); // at the head: nothing newer
-    expect(seqs(tails.range("b", 6, Infinity, 10))).to.deep.equal([7]);
-    expect(tails.range("b", 5, Infinity, 10)).to.equal(undefined); // seq 6 may exist before the tail
+    expect(seqs(tails.range("a", 1, 3, 10))).to.deep.equal([2]); // bounded by `before`
+    expect(seqs(tails.range("a", 2, 2, 10))).to.deep.equal([]); // an empty range is an answer too
+    // Fewer than `limit` up to the tail's end: the file may already hold more (see the next test).
+    expect(tails.range("a", 0, Infinity, 10)).to.equal(undefined);
+    expect(tails.range("a", 3, Infinity, 10)).to.equal(undefined);
+    expect(seqs(tails.range("b", 6, Infinity, 1))).to.deep.equal([7]);
+    expect(tails.range("b", 5, Infinity, 2)).to.equal(undefined); // seq 6 may exist before the tail
     expect(tails.range("c", 0, Infinity, 10)).to.equal(undefined);
+    expect(tails.range("a", 0, Infinity, 0)).to.equal(undefined);
     // Bounded per room: older messages drop out, and ranges reaching them go to the file.
     for (let s = 4; s <= 10; s++) tails.committed([msg("a", s)]);
-    expect(tails.range("a", 0, Infinity, 10)).to.equal(undefined);
-    expect(seqs(tails.range("a", 8, Infinity, 10))).to.deep.equal([9, 10]);
+    expect(tails.range("a", 0, Infinity, 3)).to.equal(undefined);
+    expect(seqs(tails.range("a", 8, Infinity, 2))).to.deep.equal([9, 10]);
     // A hole (a write the tails did not see) never shows: the room starts over from the new message.
     tails.committed([msg("b", 9)]);
-    expect(tails.range("b", 6, Infinity, 10)).to.equal(undefined);
-    expect(seqs(tails.range("b", 8, Infinity, 10))).to.deep.equal([9]);
+    expect(tails.range("b", 6, Infinity, 3)).to.equal(undefined);
+    expect(seqs(tails.range("b", 8, Infinity, 1))).to.deep.equal([9]);
     tails.forget("b");
-    expect(tails.range("b", 8, Infinity, 10)).to.equal(undefined);
+    expect(tails.range("b", 8, Infinity, 1)).to.equal(undefined);
   });
 
-  it("never ends an answer below a commit it has seen, even when commits arrive out of order", () => {
+  it("never answers short while the file is ahead of it (a commit whose answer is still on its way)", () => {
+    // What a checkpoint round did: the head from the file is 6, the chain ends at 4, the tail at 4 (the commit of
+    // 5-6 has landed in the file, its answer not yet processed). An empty answer there recorded 5-6 as a gap.
     const tails = new RoomTails(8, 100);
-    tails.committed([msg("a", 1), msg("a", 2)]);
-    tails.committed([msg("a", 5)]); // 3 and 4 are answered later
-    tails.committed([msg("a", 3), msg("a", 4)]); // the tail starts over at 3 and ends at 4, below 5
-    expect(tails.range("a", 2, Infinity, 10)).to.equal(undefined); // not [3, 4]: the file has 5 too
-    expect(tails.range("a", 4, Infinity, 10)).to.equal(undefined); // not []: that would read as the room's end
-    tails.committed([msg("a", 6)]); // a hole after 4: the tail starts over at 6, the highest commit
-    expect(seqs(tails.range("a", 5, Infinity, 10))).to.deep.equal([6]);
-    // Another kind of write (a restore that replaces the room) starts the room's record over.
-    tails.forget("a");
-    tails.committed([msg("a", 1)]);
-    expect(seqs(tails.range("a", 0, Infinity, 10))).to.deep.equal([1]);
+    tails.committed([msg("a", 1), msg("a", 2), msg("a", 3), msg("a", 4)]);
+    const headInFile = 6;
+    expect(tails.range("a", 4, Infinity, headInFile - 4)).to.equal(undefined); // not []: read the file
+    expect(tails.range("a", 2, Infinity, headInFile - 2)).to.equal(undefined); // not [3, 4]
+    tails.committed([msg("a", 5), msg("a", 6)]);
+    expect(seqs(tails.range("a", 4, Infinity, headInFile - 4))).to.deep.equal([5, 6]);
+    // Commits seen out of order restart the tail below a newer one: still never a short answer.
+    tails.committed([msg("a", 9)]);
+    tails.committed([msg("a", 7), msg("a", 8)]);
+    expect(tails.range("a", 6, Infinity, 3)).to.equal(undefined); // not [7, 8]
+    expect(seqs(tails.range("a", 6, Infinity, 2))).to.deep.equal([7, 8]); // what the tail wholly holds
   });
 
   it("stops taking new rooms at its total bound", () => {
@@ -60,6 +66,25 @@ describe("SqliteRoomStore history with tails", () => {
   const dirs: string[] = [];
   after(() => {
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  it("reads the file while a commit has landed there but its answer has not reached the event loop", async () => {
+    // The race behind a checkpoint gap over acknowledged messages: the head comes from the file, the history from
+    // the tail, and between the writer thread's commit and this thread processing its answer the two disagree.
+    const dir = mkdtempSync(join(tmpdir(), "fractal-tails-"));
+    dirs.push(dir);
+    const store = new SqliteRoomStore(join(dir, "rooms.db"));
+    await store.appendAsync([msg("r", 1), msg("r", 2), msg("r", 3), msg("r", 4)]);
+    expect(store.history("r", { after: 2, limit: 2 }).map((m) => m.seq)).to.deep.equal([3, 4]);
+    const landing = store.appendAsync([msg("r", 5), msg("r", 6)]);
+    // Hold the event loop (so the writer's answer waits) until the file shows the commit.
+    const nap = new Int32Array(new SharedArrayBuffer(4));
+    for (const deadline = Date.now() + 10_000; store.head("r") < 6 && Date.now() < deadline; ) Atomics.wait(nap, 0, 0, 1);
+    expect(store.head("r")).to.equal(6);
+    expect(store.history("r", { after: 4, limit: store.head("r") - 4 }).map((m) => m.seq)).to.deep.equal([5, 6]);
+    await landing;
+    expect(store.history("r", { after: 4, limit: 2 }).map((m) => m.seq)).to.deep.equal([5, 6]);
+    await store.closeAsync();
   });
 
   it("answers every range exactly as the file does, through commits, restores, skips, takeovers and deletes", async () => {
