@@ -23,6 +23,7 @@ import {
   type StoredMessage,
 } from "./room-store.js";
 import { RoomTails } from "./room-tails.js";
+import { SendFilter } from "./send-filter.js";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS rooms (
@@ -60,6 +61,11 @@ export interface SqliteCompanion {
   write(statements: readonly SqlStatement[]): Promise<void>;
 }
 
+/** Rows per turn while the send filter reads the file's keys (about 2 ms). */
+const SEND_KEYS_PAGE = 2000;
+/** The rooms' own tables, which companions leave alone (the send filter must see every write of messages). */
+const ROOM_TABLES = /\b(messages|rooms|checkpoints)\b/i;
+
 interface MessageRow {
   room: string;
   seq: number;
@@ -85,6 +91,15 @@ export class SqliteRoomStore implements RoomStore {
   /** The latest committed messages per room, for history reads (see room-tails.ts). */
   private readonly tails = new RoomTails();
   private readonly prepared = new Map<string, Database.Statement>();
+  /**
+   * The idempotency keys the file may hold (see send-filter.ts): every message handed to a write is added
+   * first, and the file's earlier rows are read in by `loadSends` over the first turns after opening. Until
+   * that is done, every dedupe lookup asks SQLite.
+   */
+  private readonly sends = new SendFilter();
+  private sendsLoaded = false;
+  /** Companion statements checked to leave the rooms' tables alone (a handful of constant strings). */
+  private readonly companionSql = new Set<string>();
 
   /** Set when the file was unreadable and was moved aside (its rooms are then rebuilt from checkpoints). */
   readonly setAside: string | undefined;
@@ -177,6 +192,44 @@ export class SqliteRoomStore implements RoomStore {
       }
       for (const [room, head] of heads) this.stmt.setHead.run(room, head);
     });
+    this.loadSends();
+  }
+
+  /**
+   * Reads the keys of the rows the file held when it was opened into the send filter, a page per event-loop
+   * turn (a million rows take about a second; the node serves meanwhile, its lookups going to SQLite). Rows
+   * written since opening were added when they were handed to a write, so the filter is complete at the end.
+   */
+  private loadSends(): void {
+    const page = this.db
+      .prepare<[string, string, string, number], [string, string, string]>(
+        "SELECT room, user, id FROM messages WHERE (room, user, id) > (?, ?, ?) ORDER BY room, user, id LIMIT ?",
+      )
+      .raw();
+    const step = (after: [string, string, string]) => {
+      if (!this.db.open) return;
+      let rows: [string, string, string][];
+      try {
+        rows = page.all(...after, SEND_KEYS_PAGE);
+      } catch {
+        return; // the filter stays incomplete: every lookup keeps asking SQLite
+      }
+      for (const [room, user, id] of rows) this.sends.add(room, user, id);
+      if (rows.length < SEND_KEYS_PAGE) this.sendsLoaded = true;
+      else setImmediate(step, rows[rows.length - 1]!);
+    };
+    // The first page now: a new or small file is complete before the first send.
+    step(["", "", ""]);
+  }
+
+  /** True once every key of the file is in the send filter (for tests and status). */
+  get sendKeysLoaded(): boolean {
+    return this.sendsLoaded;
+  }
+
+  /** Adds the keys of messages about to be written (before the write, so no lookup can miss them). */
+  private writing(messages: readonly StoredMessage[]): void {
+    for (const m of messages) this.sends.add(m.room, m.user, m.id);
   }
 
   head(room: string): number {
@@ -184,11 +237,13 @@ export class SqliteRoomStore implements RoomStore {
   }
 
   findSend(room: string, user: string, id: string): SendRecord | undefined {
+    if (this.sendsLoaded && !this.sends.mayHold(room, user, id)) return undefined;
     return this.stmt.findSend.get(room, user, id);
   }
 
   append(messages: readonly StoredMessage[]): void {
     if (messages.length === 0) return;
+    this.writing(messages);
     this.appendTx(messages);
     this.tails.committed(messages);
   }
@@ -204,6 +259,7 @@ export class SqliteRoomStore implements RoomStore {
     if (messages.length === 0) return Promise.resolve();
     if (options?.bulk !== true && options?.grouped !== true) {
       if (this.writer === undefined) return Promise.resolve(this.append(messages));
+      this.writing(messages);
       return this.request({ op: "append", messages, bulk: false }).then(() => this.tails.committed(messages));
     }
     const rooms = [...new Set(messages.map((m) => m.room))];
@@ -215,6 +271,7 @@ export class SqliteRoomStore implements RoomStore {
     // Many rooms restored or taken over at once, a segment or a tail per call: the calls of one turn share one
     // transaction (a rebuild's bottleneck is the writer thread; a takeover's, one fsync per room).
     const bulk = options?.bulk === true;
+    this.writing(messages);
     return this.forgetting(
       rooms,
       new Promise((resolve, reject) => {
@@ -276,6 +333,8 @@ export class SqliteRoomStore implements RoomStore {
     return {
       db: this.db,
       write: (statements) => {
+        const trespass = statements.find(([sql]) => this.touchesRoomTables(sql));
+        if (trespass !== undefined) return Promise.reject(new Error(`a companion may not write the rooms' tables: ${trespass[0]}`));
         if (this.writer !== undefined) return this.request({ op: "tx", statements });
         try {
           this.db.transaction(() => {
@@ -287,6 +346,13 @@ export class SqliteRoomStore implements RoomStore {
         }
       },
     };
+  }
+
+  private touchesRoomTables(sql: string): boolean {
+    if (this.companionSql.has(sql)) return false;
+    if (ROOM_TABLES.test(sql)) return true;
+    this.companionSql.add(sql);
+    return false;
   }
 
   private statement(sql: string): Database.Statement {
