@@ -63,6 +63,8 @@ export interface SqliteCompanion {
 
 /** Rows per turn while the send filter reads the file's keys (about 2 ms). */
 const SEND_KEYS_PAGE = 2000;
+/** Below this many keys the filter is not reloaded to shed deleted rooms (its first layer holds 65,536). */
+const SEND_FILTER_RELOAD_MIN = 65_536;
 /** The rooms' own tables, which companions leave alone (the send filter must see every write of messages). */
 const ROOM_TABLES = /\b(messages|rooms|checkpoints)\b/i;
 
@@ -96,8 +98,15 @@ export class SqliteRoomStore implements RoomStore {
    * first, and the file's earlier rows are read in by `loadSends` over the first turns after opening. Until
    * that is done, every dedupe lookup asks SQLite.
    */
-  private readonly sends = new SendFilter();
+  private sends = new SendFilter();
   private sendsLoaded = false;
+  /**
+   * A fresh filter being read from the file while `sends` keeps answering: deleted rooms' keys stay in a filter,
+   * so a node whose rooms come and go (rebalances, drains) would grow it without bound. Writes go to both.
+   */
+  private sendsReloading: SendFilter | undefined;
+  /** Rows deleted since the filter was (re)loaded, about: the heads of the rooms deleted. */
+  private sendsRemoved = 0;
   /** Companion statements checked to leave the rooms' tables alone (a handful of constant strings). */
   private readonly companionSql = new Set<string>();
 
@@ -192,15 +201,15 @@ export class SqliteRoomStore implements RoomStore {
       }
       for (const [room, head] of heads) this.stmt.setHead.run(room, head);
     });
-    this.loadSends();
+    this.loadSends(this.sends, () => (this.sendsLoaded = true));
   }
 
   /**
-   * Reads the keys of the rows the file held when it was opened into the send filter, a page per event-loop
-   * turn (a million rows take about a second; the node serves meanwhile, its lookups going to SQLite). Rows
-   * written since opening were added when they were handed to a write, so the filter is complete at the end.
+   * Reads the keys of the rows in the file into `into`, a page per event-loop turn (a million rows take about
+   * a second; the node serves meanwhile), then calls `done`. Rows written from the first page on were added
+   * when they were handed to a write, so `into` is complete at the end.
    */
-  private loadSends(): void {
+  private loadSends(into: SendFilter, done: () => void): void {
     const page = this.db
       .prepare<[string, string, string, number], [string, string, string]>(
         "SELECT room, user, id FROM messages WHERE (room, user, id) > (?, ?, ?) ORDER BY room, user, id LIMIT ?",
@@ -212,14 +221,28 @@ export class SqliteRoomStore implements RoomStore {
       try {
         rows = page.all(...after, SEND_KEYS_PAGE);
       } catch {
-        return; // the filter stays incomplete: every lookup keeps asking SQLite
+        return; // stays incomplete: lookups keep asking SQLite (or the previous filter)
       }
-      for (const [room, user, id] of rows) this.sends.add(room, user, id);
-      if (rows.length < SEND_KEYS_PAGE) this.sendsLoaded = true;
+      for (const [room, user, id] of rows) into.add(room, user, id);
+      if (rows.length < SEND_KEYS_PAGE) done();
       else setImmediate(step, rows[rows.length - 1]!);
     };
     // The first page now: a new or small file is complete before the first send.
     step(["", "", ""]);
+  }
+
+  /** Starts reading a fresh filter once about half of the keys in the current one belong to deleted rows. */
+  private removed(rows: number): void {
+    this.sendsRemoved += rows;
+    if (!this.sendsLoaded || this.sendsReloading !== undefined) return;
+    if (this.sends.size < SEND_FILTER_RELOAD_MIN || this.sendsRemoved * 2 < this.sends.size) return;
+    const fresh = new SendFilter();
+    this.sendsReloading = fresh;
+    this.sendsRemoved = 0;
+    this.loadSends(fresh, () => {
+      this.sends = fresh;
+      this.sendsReloading = undefined;
+    });
   }
 
   /** True once every key of the file is in the send filter (for tests and status). */
@@ -227,9 +250,15 @@ export class SqliteRoomStore implements RoomStore {
     return this.sendsLoaded;
   }
 
+  /** Keys in the send filter, deleted rows' included (for tests and status). */
+  get sendKeys(): number {
+    return this.sends.size;
+  }
+
   /** Adds the keys of messages about to be written (before the write, so no lookup can miss them). */
   private writing(messages: readonly StoredMessage[]): void {
     for (const m of messages) this.sends.add(m.room, m.user, m.id);
+    if (this.sendsReloading !== undefined) for (const m of messages) this.sendsReloading.add(m.room, m.user, m.id);
   }
 
   head(room: string): number {
@@ -394,11 +423,13 @@ export class SqliteRoomStore implements RoomStore {
 
   deleteRoom(room: string): void | Promise<void> {
     this.pendingCheckpoints.delete(room);
+    const rows = this.head(room);
     // Through the writer thread when there is one: a write here would wait (blocking) for its lock.
-    if (this.writer !== undefined) return this.forgetting([room], this.request({ op: "delete", room }), true);
+    if (this.writer !== undefined) return this.forgetting([room], this.request({ op: "delete", room }), true).then(() => this.removed(rows));
     this.tails.forget(room);
     this.checkpointsInFile.delete(room);
     this.deleteTx(room);
+    this.removed(rows);
   }
 
   checkpointOf(room: string): CheckpointRecord | undefined {
