@@ -6,9 +6,9 @@
  * (~45 µs in the fan-out benchmark, 8 µs with a warm cache).
  *
  * `mayHold` is false only for a key never added (no false negatives); a false positive costs the SQLite lookup
- * the filter would have saved. Keys of deleted rooms stay in (more false positives, never a wrong answer).
- * The filter grows by layers, each with twice the keys of the one before, instead of being rebuilt: a rebuild
- * would need a rescan of the file.
+ * the filter would have saved. Keys of deleted rooms stay in (more false positives, never a wrong answer)
+ * until the store replaces the filter with one read afresh from its file (room-store-sqlite.ts). The filter
+ * grows by layers, each with twice the keys of the one before, so that growing needs no rescan.
  */
 
 /** Bits per key and probes per key: about 0.3 % false positives per full layer. */
