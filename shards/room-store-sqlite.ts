@@ -105,6 +105,8 @@ export class SqliteRoomStore implements RoomStore {
    * so a node whose rooms come and go (rebalances, drains) would grow it without bound. Writes go to both.
    */
   private sendsReloading: SendFilter | undefined;
+  /** Messages handed to the writer thread and not yet answered (see `writing`). */
+  private readonly unlanded = new Set<readonly StoredMessage[]>();
   /** Rows deleted since the filter was (re)loaded, about: the heads of the rooms deleted. */
   private sendsRemoved = 0;
   /** Companion statements checked to leave the rooms' tables alone (a handful of constant strings). */
@@ -237,6 +239,7 @@ export class SqliteRoomStore implements RoomStore {
     if (!this.sendsLoaded || this.sendsReloading !== undefined) return;
     if (this.sends.size < SEND_FILTER_RELOAD_MIN || this.sendsRemoved * 2 < this.sends.size) return;
     const fresh = new SendFilter();
+    for (const messages of this.unlanded) for (const m of messages) fresh.add(m.room, m.user, m.id);
     this.sendsReloading = fresh;
     this.sendsRemoved = 0;
     this.loadSends(fresh, () => {
@@ -256,9 +259,21 @@ export class SqliteRoomStore implements RoomStore {
   }
 
   /** Adds the keys of messages about to be written (before the write, so no lookup can miss them). */
-  private writing(messages: readonly StoredMessage[]): void {
+  private addKeys(messages: readonly StoredMessage[]): void {
     for (const m of messages) this.sends.add(m.room, m.user, m.id);
     if (this.sendsReloading !== undefined) for (const m of messages) this.sendsReloading.add(m.room, m.user, m.id);
+  }
+
+  /**
+   * A write of messages through the writer thread: their keys are added first and remembered until it has
+   * landed or failed, because a filter being read afresh may pass their place in the file before they land.
+   */
+  private writing(messages: readonly StoredMessage[], write: Promise<void>): Promise<void> {
+    this.addKeys(messages);
+    this.unlanded.add(messages);
+    const landed = () => void this.unlanded.delete(messages);
+    write.then(landed, landed);
+    return write;
   }
 
   head(room: string): number {
@@ -272,7 +287,7 @@ export class SqliteRoomStore implements RoomStore {
 
   append(messages: readonly StoredMessage[]): void {
     if (messages.length === 0) return;
-    this.writing(messages);
+    this.addKeys(messages);
     this.appendTx(messages);
     this.tails.committed(messages);
   }
@@ -288,8 +303,7 @@ export class SqliteRoomStore implements RoomStore {
     if (messages.length === 0) return Promise.resolve();
     if (options?.bulk !== true && options?.grouped !== true) {
       if (this.writer === undefined) return Promise.resolve(this.append(messages));
-      this.writing(messages);
-      return this.request({ op: "append", messages, bulk: false }).then(() => this.tails.committed(messages));
+      return this.writing(messages, this.request({ op: "append", messages, bulk: false })).then(() => this.tails.committed(messages));
     }
     const rooms = [...new Set(messages.map((m) => m.room))];
     if (this.writer === undefined) {
@@ -300,13 +314,15 @@ export class SqliteRoomStore implements RoomStore {
     // Many rooms restored or taken over at once, a segment or a tail per call: the calls of one turn share one
     // transaction (a rebuild's bottleneck is the writer thread; a takeover's, one fsync per room).
     const bulk = options?.bulk === true;
-    this.writing(messages);
     return this.forgetting(
       rooms,
-      new Promise((resolve, reject) => {
-        if (this.groupParts.length === 0) setImmediate(() => this.flushGroups());
-        this.groupParts.push({ messages, bulk, resolve, reject });
-      }),
+      this.writing(
+        messages,
+        new Promise((resolve, reject) => {
+          if (this.groupParts.length === 0) setImmediate(() => this.flushGroups());
+          this.groupParts.push({ messages, bulk, resolve, reject });
+        }),
+      ),
     );
   }
 

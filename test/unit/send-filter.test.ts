@@ -139,6 +139,26 @@ describe("SqliteRoomStore dedupe lookups through the send filter", () => {
     await store.closeAsync();
   });
 
+  it("a fresh filter holds the sends that were on their way to the file when its reading began", async () => {
+    const store = new SqliteRoomStore(tempFile());
+    const rows = (room: string, n: number) => Array.from({ length: n }, (_, i) => msg(room, i + 1));
+    await store.appendAsync(rows("kept", 20_000), { bulk: true });
+    let missed = 0;
+    for (let round = 1; round <= 5; round++) {
+      await store.appendAsync(rows(`gone${round}`, 50_000), { bulk: true });
+      const before = store.sendKeys;
+      // In one turn: the delete (whose answer starts the reading) and a send behind it, which the writer thread
+      // commits while the event loop starts reading the file: "a0" sorts into its first page.
+      const deleted = store.deleteRoom(`gone${round}`);
+      const sent = store.appendAsync([msg(`a${round}`, 1, "alice")]);
+      await Promise.all([deleted, sent]);
+      await waitFor(() => store.sendKeys < before, "the filter to be read again");
+      if (store.findSend(`a${round}`, "alice", `id-a${round}-1`)?.seq !== 1) missed++;
+    }
+    expect(missed, "sends missed by the fresh filter").to.equal(0);
+    await store.closeAsync();
+  });
+
   it("refuses a companion statement that would write the rooms' tables behind the filter's back", async () => {
     const store = new SqliteRoomStore(tempFile());
     const companion = store.companion("CREATE TABLE IF NOT EXISTS side (k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID;");
