@@ -211,7 +211,7 @@ export class SqliteRoomStore implements RoomStore {
    * a second; the node serves meanwhile), then calls `done`. Rows written from the first page on were added
    * when they were handed to a write, so `into` is complete at the end.
    */
-  private loadSends(into: SendFilter, done: () => void): void {
+  private loadSends(into: SendFilter, done: () => void, failed: () => void = () => {}): void {
     const page = this.db
       .prepare<[string, string, string, number], [string, string, string]>(
         "SELECT room, user, id FROM messages WHERE (room, user, id) > (?, ?, ?) ORDER BY room, user, id LIMIT ?",
@@ -223,7 +223,7 @@ export class SqliteRoomStore implements RoomStore {
       try {
         rows = page.all(...after, SEND_KEYS_PAGE);
       } catch {
-        return; // stays incomplete: lookups keep asking SQLite (or the previous filter)
+        return failed(); // incomplete: lookups keep asking SQLite (or the previous filter)
       }
       for (const [room, user, id] of rows) into.add(room, user, id);
       if (rows.length < SEND_KEYS_PAGE) done();
@@ -242,10 +242,14 @@ export class SqliteRoomStore implements RoomStore {
     for (const messages of this.unlanded) for (const m of messages) fresh.add(m.room, m.user, m.id);
     this.sendsReloading = fresh;
     this.sendsRemoved = 0;
-    this.loadSends(fresh, () => {
-      this.sends = fresh;
-      this.sendsReloading = undefined;
-    });
+    this.loadSends(
+      fresh,
+      () => {
+        this.sends = fresh;
+        this.sendsReloading = undefined;
+      },
+      () => (this.sendsReloading = undefined),
+    );
   }
 
   /** True once every key of the file is in the send filter (for tests and status). */
