@@ -130,12 +130,15 @@ describe("cluster: bad peer input (gRPC, every Peer method)", function () {
     expect(methods.length).to.be.at.least(18);
   });
 
-  it("undecodable bytes get an error status from every method", async () => {
+  it("undecodable bytes get an error status from the node, on every method", async () => {
     const accepted: string[] = [];
     for (const [name, method] of methods) {
       for (const [label, bytes] of UNDECODABLE) {
         const out = await callRaw(client, method, [bytes]);
-        if (out.code === grpc.status.OK) accepted.push(`${name} took ${label}`);
+        // Refused by the node itself: a stream we had to cancel (or that ran into the deadline) was not refused.
+        if ([grpc.status.OK, grpc.status.CANCELLED, grpc.status.DEADLINE_EXCEEDED].includes(out.code)) {
+          accepted.push(`${name} did not refuse ${label}: ${grpc.status[out.code]}`);
+        }
       }
     }
     expect(accepted).to.deep.equal([]);
