@@ -23,7 +23,7 @@ import {
   type StoredMessage,
 } from "./room-store.js";
 import { RoomTails } from "./room-tails.js";
-import { SendFilter } from "./send-filter.js";
+import { SendKeys } from "./send-keys.js";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS rooms (
@@ -61,11 +61,7 @@ export interface SqliteCompanion {
   write(statements: readonly SqlStatement[]): Promise<void>;
 }
 
-/** Rows per turn while the send filter reads the file's keys (about 2 ms). */
-const SEND_KEYS_PAGE = 2000;
-/** Below this many keys the filter is not reloaded to shed deleted rooms (its first layer holds 65,536). */
-const SEND_FILTER_RELOAD_MIN = 65_536;
-/** The rooms' own tables, which companions leave alone (the send filter must see every write of messages). */
+/** The rooms' own tables, which companions leave alone (the send keys must see every write of messages). */
 const ROOM_TABLES = /\b(messages|rooms|checkpoints)\b/i;
 
 interface MessageRow {
@@ -93,22 +89,8 @@ export class SqliteRoomStore implements RoomStore {
   /** The latest committed messages per room, for history reads (see room-tails.ts). */
   private readonly tails = new RoomTails();
   private readonly prepared = new Map<string, Database.Statement>();
-  /**
-   * The idempotency keys the file may hold (see send-filter.ts): every message handed to a write is added
-   * first, and the file's earlier rows are read in by `loadSends` over the first turns after opening. Until
-   * that is done, every dedupe lookup asks SQLite.
-   */
-  private sends = new SendFilter();
-  private sendsLoaded = false;
-  /**
-   * A fresh filter being read from the file while `sends` keeps answering: deleted rooms' keys stay in a filter,
-   * so a node whose rooms come and go (rebalances, drains) would grow it without bound. Writes go to both.
-   */
-  private sendsReloading: SendFilter | undefined;
-  /** Messages handed to the writer thread and not yet answered (see `writing`). */
-  private readonly unlanded = new Set<readonly StoredMessage[]>();
-  /** Rows deleted since the filter was (re)loaded, about: the heads of the rooms deleted. */
-  private sendsRemoved = 0;
+  /** The idempotency keys the file holds, for dedupe lookups that skip SQLite (see send-keys.ts). */
+  private readonly keys: SendKeys;
   /** Companion statements checked to leave the rooms' tables alone (a handful of constant strings). */
   private readonly companionSql = new Set<string>();
 
@@ -203,81 +185,25 @@ export class SqliteRoomStore implements RoomStore {
       }
       for (const [room, head] of heads) this.stmt.setHead.run(room, head);
     });
-    this.loadSends(this.sends, () => (this.sendsLoaded = true));
-  }
-
-  /**
-   * Reads the keys of the rows in the file into `into`, a page per event-loop turn (a million rows take about
-   * a second; the node serves meanwhile), then calls `done`. Rows written from the first page on were added
-   * when they were handed to a write, so `into` is complete at the end.
-   */
-  private loadSends(into: SendFilter, done: () => void, failed: () => void = () => {}): void {
-    const page = this.db
+    const keysAfter = this.db
       .prepare<[string, string, string, number], [string, string, string]>(
         "SELECT room, user, id FROM messages WHERE (room, user, id) > (?, ?, ?) ORDER BY room, user, id LIMIT ?",
       )
       .raw();
-    const step = (after: [string, string, string]) => {
-      if (!this.db.open) return;
-      let rows: [string, string, string][];
-      try {
-        rows = page.all(...after, SEND_KEYS_PAGE);
-      } catch {
-        return failed(); // incomplete: lookups keep asking SQLite (or the previous filter)
-      }
-      for (const [room, user, id] of rows) into.add(room, user, id);
-      if (rows.length < SEND_KEYS_PAGE) done();
-      else setImmediate(step, rows[rows.length - 1]!);
-    };
-    // The first page now: a new or small file is complete before the first send.
-    step(["", "", ""]);
-  }
-
-  /** Starts reading a fresh filter once about half of the keys in the current one belong to deleted rows. */
-  private removed(rows: number): void {
-    this.sendsRemoved += rows;
-    if (!this.sendsLoaded || this.sendsReloading !== undefined) return;
-    if (this.sends.size < SEND_FILTER_RELOAD_MIN || this.sendsRemoved * 2 < this.sends.size) return;
-    const fresh = new SendFilter();
-    for (const messages of this.unlanded) for (const m of messages) fresh.add(m.room, m.user, m.id);
-    this.sendsReloading = fresh;
-    this.sendsRemoved = 0;
-    this.loadSends(
-      fresh,
-      () => {
-        this.sends = fresh;
-        this.sendsReloading = undefined;
-      },
-      () => (this.sendsReloading = undefined),
+    this.keys = new SendKeys(
+      ([room, user, id], limit) => keysAfter.all(room, user, id, limit),
+      () => this.db.open,
     );
   }
 
-  /** True once every key of the file is in the send filter (for tests and status). */
+  /** True once every key of the file is known in memory (for tests and status). */
   get sendKeysLoaded(): boolean {
-    return this.sendsLoaded;
+    return this.keys.complete;
   }
 
   /** Keys in the send filter, deleted rows' included (for tests and status). */
   get sendKeys(): number {
-    return this.sends.size;
-  }
-
-  /** Adds the keys of messages about to be written (before the write, so no lookup can miss them). */
-  private addKeys(messages: readonly StoredMessage[]): void {
-    for (const m of messages) this.sends.add(m.room, m.user, m.id);
-    if (this.sendsReloading !== undefined) for (const m of messages) this.sendsReloading.add(m.room, m.user, m.id);
-  }
-
-  /**
-   * A write of messages through the writer thread: their keys are added first and remembered until it has
-   * landed or failed, because a filter being read afresh may pass their place in the file before they land.
-   */
-  private writing(messages: readonly StoredMessage[], write: Promise<void>): Promise<void> {
-    this.addKeys(messages);
-    this.unlanded.add(messages);
-    const landed = () => void this.unlanded.delete(messages);
-    write.then(landed, landed);
-    return write;
+    return this.keys.size;
   }
 
   head(room: string): number {
@@ -285,13 +211,13 @@ export class SqliteRoomStore implements RoomStore {
   }
 
   findSend(room: string, user: string, id: string): SendRecord | undefined {
-    if (this.sendsLoaded && !this.sends.mayHold(room, user, id)) return undefined;
+    if (!this.keys.mayHold(room, user, id)) return undefined;
     return this.stmt.findSend.get(room, user, id);
   }
 
   append(messages: readonly StoredMessage[]): void {
     if (messages.length === 0) return;
-    this.addKeys(messages);
+    this.keys.added(messages);
     this.appendTx(messages);
     this.tails.committed(messages);
   }
@@ -307,7 +233,7 @@ export class SqliteRoomStore implements RoomStore {
     if (messages.length === 0) return Promise.resolve();
     if (options?.bulk !== true && options?.grouped !== true) {
       if (this.writer === undefined) return Promise.resolve(this.append(messages));
-      return this.writing(messages, this.request({ op: "append", messages, bulk: false })).then(() => this.tails.committed(messages));
+      return this.keys.writing(messages, this.request({ op: "append", messages, bulk: false })).then(() => this.tails.committed(messages));
     }
     const rooms = [...new Set(messages.map((m) => m.room))];
     if (this.writer === undefined) {
@@ -320,7 +246,7 @@ export class SqliteRoomStore implements RoomStore {
     const bulk = options?.bulk === true;
     return this.forgetting(
       rooms,
-      this.writing(
+      this.keys.writing(
         messages,
         new Promise((resolve, reject) => {
           if (this.groupParts.length === 0) setImmediate(() => this.flushGroups());
@@ -445,11 +371,11 @@ export class SqliteRoomStore implements RoomStore {
     this.pendingCheckpoints.delete(room);
     const rows = this.head(room);
     // Through the writer thread when there is one: a write here would wait (blocking) for its lock.
-    if (this.writer !== undefined) return this.forgetting([room], this.request({ op: "delete", room }), true).then(() => this.removed(rows));
+    if (this.writer !== undefined) return this.forgetting([room], this.request({ op: "delete", room }), true).then(() => this.keys.removed(rows));
     this.tails.forget(room);
     this.checkpointsInFile.delete(room);
     this.deleteTx(room);
-    this.removed(rows);
+    this.keys.removed(rows);
   }
 
   checkpointOf(room: string): CheckpointRecord | undefined {

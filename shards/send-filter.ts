@@ -7,7 +7,7 @@
  *
  * `mayHold` is false only for a key never added (no false negatives); a false positive costs the SQLite lookup
  * the filter would have saved. Keys of deleted rooms stay in (more false positives, never a wrong answer)
- * until the store replaces the filter with one read afresh from its file (room-store-sqlite.ts). The filter
+ * until it is replaced by one read afresh from the file (send-keys.ts). The filter
  * grows by layers, each with twice the keys of the one before, so that growing needs no rescan.
  */
 
