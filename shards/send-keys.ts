@@ -83,6 +83,7 @@ export class SendKeys {
     const fresh = new SendFilter();
     for (const keys of this.unlanded) for (const k of keys) fresh.add(k.room, k.user, k.id);
     this.reloading = fresh;
+    const dead = this.removedRows;
     this.removedRows = 0;
     this.read(
       fresh,
@@ -90,7 +91,11 @@ export class SendKeys {
         this.filter = fresh;
         this.reloading = undefined;
       },
-      () => (this.reloading = undefined),
+      () => {
+        // The next deletion tries again.
+        this.reloading = undefined;
+        this.removedRows += dead;
+      },
     );
   }
 

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { SqliteRoomStore } from "../../shards/index.js";
 import { SendFilter } from "../../shards/send-filter.js";
+import { SendKeys, type SendKeyPage } from "../../shards/send-keys.js";
 
 const dirs: string[] = [];
 after(() => {
@@ -46,6 +47,51 @@ describe("SendFilter", () => {
     expect(filter.mayHold("ab", "c", "d")).to.equal(true);
     const shifted = [["a", "bc", "d"], ["abc", "", "d"], ["ab", "cd", ""], ["ab", "", "cd"]] as const;
     expect(shifted.filter(([r, u, i]) => filter.mayHold(r, u, i))).to.deep.equal([]);
+  });
+});
+
+describe("SendKeys (a file that cannot be read)", () => {
+  const key = (room: string, i: number) => ({ room, user: "u", id: `k${i}` });
+  const turns = (n: number) => new Promise<void>((r) => { let left = n; const next = () => (--left <= 0 ? r() : setImmediate(next)); setImmediate(next); });
+
+  it("stays incomplete when the file's keys cannot be read: every lookup says maybe (SQLite answers)", async () => {
+    const keys = new SendKeys(() => {
+      throw new Error("SQLITE_IOERR");
+    }, () => true);
+    await turns(3);
+    expect(keys.complete).to.equal(false);
+    expect(keys.mayHold("r", "u", "never-written")).to.equal(true);
+  });
+
+  it("a fresh reading that fails is dropped: the current filter keeps answering, and a later one can succeed", async () => {
+    const file = new Map<string, [string, string, string]>(); // sorted key -> row, the "file"
+    let broken = false;
+    const page: SendKeyPage = (after, limit) => {
+      if (broken) throw new Error("SQLITE_IOERR");
+      const from = after.join("\u0000");
+      return [...file.entries()].filter(([k]) => k > from).sort(([a], [b]) => (a < b ? -1 : 1)).slice(0, limit).map(([, row]) => row);
+    };
+    const put = (room: string, n: number) => {
+      const ks = Array.from({ length: n }, (_, i) => key(room, i));
+      for (const k of ks) file.set([k.room, k.user, k.id].join("\u0000"), [k.room, k.user, k.id]);
+      keys.added(ks);
+    };
+    const keys = new SendKeys(page, () => true);
+    expect(keys.complete).to.equal(true); // empty file: complete at once
+    put("a", 40_000);
+    put("b", 40_000);
+    for (const k of file.keys()) if (k.startsWith("a\u0000")) file.delete(k);
+    broken = true;
+    keys.removed(40_000); // half the keys are dead: a fresh reading starts, and fails
+    await turns(3);
+    expect(keys.size).to.equal(80_000); // still the old filter
+    expect(keys.mayHold("b", "u", "k39999")).to.equal(true);
+    broken = false;
+    keys.removed(0); // the next deletion tries again
+    for (let i = 0; i < 100 && keys.size === 80_000; i++) await turns(5);
+    expect(keys.size).to.equal(40_000);
+    expect(keys.mayHold("b", "u", "k0")).to.equal(true);
+    expect(keys.mayHold("b", "u", "k39999")).to.equal(true);
   });
 });
 
