@@ -175,8 +175,20 @@ async function killOwnerUnderLoad(c: TestCluster, tag: string) {
   await sleep(500);
   const load = await startLoad(c, [0, 0, 2, 2], rooms, tag);
   await sleep(3500);
-  const checkpointed = new Map(rooms.map((r) => [r, manifestHead(c, r)]));
-  const killedAt = Date.now();
+  // Kill when something acknowledged is not checkpointed yet (right after a checkpoint round the kill would
+  // test nothing; the load keeps sending, so that moment comes within a few sends).
+  let checkpointed = new Map<string, number>();
+  let killedAt = 0;
+  await waitUntil(
+    () => {
+      checkpointed = new Map(rooms.map((r) => [r, manifestHead(c, r)]));
+      killedAt = Date.now();
+      return load.acked.some((a) => a.at <= killedAt && a.seq > checkpointed.get(a.room)!);
+    },
+    "an acknowledged message after the last checkpoint",
+    5_000,
+    20,
+  );
   const ackedBeforeKill = load.acked.filter((a) => a.at <= killedAt);
   await c.kill9(c.indexOf("n2"));
   // Every room is written again by its new owner.
@@ -409,9 +421,21 @@ describe("cluster: replicated durability, an owner's disk lost and the node back
     }
     const load = await startLoad(c, [0, 2], rooms, "wipe");
     await sleep(3500);
-    const checkpointed = new Map(rooms.map((r) => [r, manifestHead(c, r)]));
-    const killedAt = Date.now();
-    const atRisk = load.acked.filter((a) => a.at <= killedAt && a.seq > checkpointed.get(a.room)!);
+    // Kill when something acknowledged is not checkpointed yet (a kill right after a checkpoint round would not
+    // test the path; the load keeps sending, so that moment comes within a few sends).
+    let killedAt = 0;
+    let atRisk: typeof load.acked = [];
+    await waitUntil(
+      () => {
+        const checkpointed = new Map(rooms.map((r) => [r, manifestHead(c, r)]));
+        killedAt = Date.now();
+        atRisk = load.acked.filter((a) => a.at <= killedAt && a.seq > checkpointed.get(a.room)!);
+        return atRisk.length > 0;
+      },
+      "an acknowledged message after the last checkpoint",
+      5_000,
+      20,
+    );
     await c.kill9(c.indexOf("n2"));
     await c.restart(c.indexOf("n2"), { wipe: true });
     await waitUntil(
