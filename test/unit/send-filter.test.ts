@@ -97,6 +97,7 @@ describe("SendKeys (a file that cannot be read)", () => {
 
 describe("SqliteRoomStore dedupe lookups through the send filter", () => {
   const msg = (room: string, seq: number, user = "u") => ({ room, seq, id: `id-${room}-${seq}`, user, text: "t", ts: seq });
+  const rows = (room: string, n: number) => Array.from({ length: n }, (_, i) => msg(room, i + 1));
 
   it("finds every send the file held when it was opened, whichever page of the file it was read from", async () => {
     const file = tempFile();
@@ -169,7 +170,6 @@ describe("SqliteRoomStore dedupe lookups through the send filter", () => {
 
   it("sheds the keys of deleted rooms: once half the filter is theirs it is read again from the file, and no send is missed meanwhile", async () => {
     const store = new SqliteRoomStore(tempFile());
-    const rows = (room: string, n: number) => Array.from({ length: n }, (_, i) => msg(room, i + 1));
     await Promise.all([store.appendAsync(rows("gone", 50_000), { bulk: true }), store.appendAsync(rows("kept", 40_000), { bulk: true })]);
     expect(store.sendKeys).to.equal(90_000);
     await store.deleteRoom("gone"); // 50,000 of 90,000 keys are now dead: a reload starts
@@ -187,7 +187,6 @@ describe("SqliteRoomStore dedupe lookups through the send filter", () => {
 
   it("a fresh filter holds the sends that were on their way to the file when its reading began", async () => {
     const store = new SqliteRoomStore(tempFile());
-    const rows = (room: string, n: number) => Array.from({ length: n }, (_, i) => msg(room, i + 1));
     await store.appendAsync(rows("kept", 20_000), { bulk: true });
     let missed = 0;
     for (let round = 1; round <= 5; round++) {
