@@ -1,5 +1,6 @@
 /** Prometheus metrics of one node, on a registry of its own (no process-wide singletons). */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { threadCpuSeconds, type NamedThreads } from "./thread-cpu.js";
 
 export class NodeMetrics {
   readonly registry = new Registry();
@@ -27,6 +28,8 @@ export class NodeMetrics {
       checkpointLag: () => { rooms: number; seq: number; seconds: number };
       /** Replicated durability: rooms owned here without a replica (acknowledged after the local commit). */
       degradedRooms?: () => number;
+      /** Worker threads whose CPU time is reported by name (besides "main" and "other"). */
+      threads?: NamedThreads;
     },
   ) {
     this.registry.setDefaultLabels({ node });
@@ -136,6 +139,21 @@ export class NodeMetrics {
       registers,
       collect() {
         this.set(probes.degradedRooms?.() ?? 0);
+      },
+    });
+    const reported = new Map<string, number>();
+    new Counter({
+      name: "fractal_thread_cpu_seconds_total",
+      help: "CPU time (user + system) per thread of the node: main (the event loop), sqlite-writer, object-store, other (V8 and libuv helpers)",
+      labelNames: ["thread"],
+      registers,
+      collect() {
+        for (const [thread, seconds] of threadCpuSeconds(probes.threads ?? {}) ?? []) {
+          const delta = seconds - (reported.get(thread) ?? 0);
+          if (delta <= 0) continue;
+          this.inc({ thread }, delta);
+          reported.set(thread, seconds);
+        }
       },
     });
     this.clientErrors = new Counter({

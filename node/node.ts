@@ -185,6 +185,10 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     roomsFollowed: () => gateway?.followedRooms ?? 0,
     checkpointLag: () => checkpointer.lag(),
     degradedRooms: () => replicator?.degradedRooms() ?? 0,
+    threads: {
+      "sqlite-writer": () => store.writerThreadId,
+      "object-store": () => (bulkObjects instanceof ThreadedObjectStore ? bulkObjects.threadId : undefined),
+    },
   });
   const owner = new LocalOwner(config.id, membership, rooms, { rebuilder, chain, checkpointer }, config.forwardTimeoutMs, config.checkpointBacklog);
   const transfer: OwnershipTransfer = new OwnershipTransfer({

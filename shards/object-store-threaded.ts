@@ -6,6 +6,7 @@
  * come back as the same classes (PreconditionFailedError) or as Errors with the original name, message, code.
  */
 import { Worker } from "node:worker_threads";
+import { threadIdIn, threadIdSlot } from "./thread-id.js";
 import { PreconditionFailedError, type ObjectStore, type ObjectVersion, type PutCondition, type StoredObject } from "./object-store.js";
 
 /** What the worker opens: a directory path or `s3://bucket/prefix` (see openObjectStore). */
@@ -29,17 +30,24 @@ export class ThreadedObjectStore implements ObjectStore {
   private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private nextId = 0;
   private failed: Error | undefined;
+  /** Where the thread tells its OS thread id (for per-thread CPU in /metrics). */
+  private readonly thread = threadIdSlot();
 
   constructor(
     spec: ObjectStoreSpec,
     readonly location: string = spec.location,
   ) {
-    this.worker = new Worker(new URL("./object-store.worker.js", import.meta.url), { workerData: spec });
+    this.worker = new Worker(new URL("./object-store.worker.js", import.meta.url), { workerData: { ...spec, threadId: this.thread } });
     this.worker.on("message", (reply: ObjectReply) => this.settle(reply));
     this.worker.on("error", (err) => this.fail(err));
     this.worker.on("exit", (code) => this.fail(new Error(`object store thread exited with code ${code}`)));
     // Idle, the thread must not keep the process alive; with calls in flight it must (see call()).
     this.worker.unref();
+  }
+
+  /** The thread's OS thread id, once it has started (Linux). */
+  get threadId(): number | undefined {
+    return threadIdIn(this.thread);
   }
 
   async get(key: string): Promise<StoredObject | undefined> {

@@ -24,6 +24,7 @@ import {
 } from "./room-store.js";
 import { RoomTails } from "./room-tails.js";
 import { SendKeys } from "./send-keys.js";
+import { threadIdIn, threadIdSlot } from "./thread-id.js";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS rooms (
@@ -91,6 +92,8 @@ export class SqliteRoomStore implements RoomStore {
   private readonly prepared = new Map<string, Database.Statement>();
   /** The idempotency keys the file holds, for dedupe lookups that skip SQLite (see send-keys.ts). */
   private readonly keys: SendKeys;
+  /** Where the writer thread tells its OS thread id (for per-thread CPU in /metrics). */
+  private readonly writerThread = threadIdSlot();
   /** Companion statements checked to leave the rooms' tables alone (a handful of constant strings). */
   private readonly companionSql = new Set<string>();
 
@@ -159,7 +162,7 @@ export class SqliteRoomStore implements RoomStore {
       this.stmt.deleteCheckpoint.run(room);
     });
     if (file !== ":memory:") {
-      this.writer = new Worker(new URL("./sqlite-writer.worker.js", import.meta.url), { workerData: { file } });
+      this.writer = new Worker(new URL("./sqlite-writer.worker.js", import.meta.url), { workerData: { file, threadId: this.writerThread } });
       // A group commit answers all of its requests in one message (`ids`); everything else answers alone.
       this.writer.on("message", (m: { id?: number; ids?: number[]; ok: boolean; message?: string; code?: string }) => {
         for (const id of m.ids ?? [m.id!]) {
@@ -194,6 +197,11 @@ export class SqliteRoomStore implements RoomStore {
       ([room, user, id], limit) => keysAfter.all(room, user, id, limit),
       () => this.db.open,
     );
+  }
+
+  /** The writer thread's OS thread id, once it has started (file databases on Linux). */
+  get writerThreadId(): number | undefined {
+    return threadIdIn(this.writerThread);
   }
 
   /** True once every key of the file is known in memory (for tests and status). */

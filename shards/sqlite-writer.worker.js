@@ -3,6 +3,9 @@
 // thread does not inherit the TypeScript loader that runs the rest of the node.
 import Database from "better-sqlite3";
 import { parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
+import { publishThreadId } from "./publish-thread-id.js";
+
+publishThreadId(workerData.threadId);
 
 const db = new Database(workerData.file);
 db.pragma("journal_mode = WAL");

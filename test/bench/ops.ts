@@ -274,6 +274,18 @@ export function metricSum(text: string, name: string): number {
   return sum;
 }
 
+/** A counter/gauge's series by the value of one label (label value → sum of its series). */
+export function metricByLabel(text: string, name: string, label: string): Map<string, number> {
+  const out = new Map<string, number>();
+  const re = new RegExp(`^${name}\\{([^}]*)\\}\\s+([0-9.eE+-]+)\\s*$`, "gm");
+  for (const m of text.matchAll(re)) {
+    const key = new RegExp(`${label}="([^"]*)"`).exec(m[1]!)?.[1];
+    const v = Number(m[2]);
+    if (key !== undefined && Number.isFinite(v)) out.set(key, (out.get(key) ?? 0) + v);
+  }
+  return out;
+}
+
 /** Cumulative histogram buckets (le → count), summed over series. */
 export function histBuckets(text: string, name: string): Map<string, number> {
   const out = new Map<string, number>();

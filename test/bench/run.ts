@@ -57,6 +57,7 @@ import type {
 import {
   bucketQuantile,
   histBuckets,
+  metricByLabel,
   metricSum,
   runFailover,
   runRebalance,
@@ -580,6 +581,7 @@ async function runFanout(name: SystemName, deadline: number, variant: FanoutVari
       const label = p.step === 0 ? `warm-up at ${p.rate} msg/s` : `rate ${p.rate} msg/s`;
       log(`fan-out ${name}: ${label} for ${p.durationMs / 1000} s`);
       const lagsBefore = await Promise.all(running.urls.map((u) => eventLoopLag(u))); // resets the lag histograms
+      const scrapedBefore = performance.now();
       let stopProfile: (() => Promise<string[]>) | undefined;
       const profileFile = path.join(LOG_DIR, `${TAG}-${name}-n1-step${p.step}-rate${p.rate}.cpuprofile`);
       if (cfg.profile && running.inspectPort !== undefined && p.step > 0) {
@@ -611,6 +613,7 @@ async function runFanout(name: SystemName, deadline: number, variant: FanoutVari
       );
       clearTimeout(cpuTimer);
       const lags = await Promise.all(running.urls.map((u) => eventLoopLag(u)));
+      const scrapedSec = (performance.now() - scrapedBefore) / 1000;
       if (p.step > 0) await variant.onStep?.("after", p.step, running);
       if (stopProfile !== undefined) {
         const top = await stopProfile().catch((e: unknown) => [`failed: ${errMsg(e)}`]);
@@ -653,6 +656,17 @@ async function runFanout(name: SystemName, deadline: number, variant: FanoutVari
       const commitInfo =
         commitQ(0.5).n > 0 ? `; commit mean ${commitMeanMs.toFixed(1)} ms, p50 ${commitQ(0.5).value} p99 ${commitQ(0.99).value} s (${commitQ(0.5).n} commits)` : "";
       log(`fan-out ${name}: ${label}: server event-loop lag p99/max ms (step + drain, per node): ${lagInfo}${commitInfo}`);
+      // Fractal's CPU per thread (fractal_thread_cpu_seconds_total): where a node's share of the cores goes.
+      const threads = ["main", "sqlite-writer", "object-store", "other"];
+      const threadCpu = lags.map((l, i) => {
+        const before = lagsBefore[i]?.metrics;
+        if (l === undefined || before === undefined) return undefined;
+        const [a, b] = [metricByLabel(before, "fractal_thread_cpu_seconds_total", "thread"), metricByLabel(l.metrics, "fractal_thread_cpu_seconds_total", "thread")];
+        return b.size === 0 ? undefined : threads.map((t) => ((100 * ((b.get(t) ?? 0) - (a.get(t) ?? 0))) / scrapedSec).toFixed(0)).join("/");
+      });
+      if (threadCpu.some((t) => t !== undefined)) {
+        log(`fan-out ${name}: ${label}: CPU % per thread (step + drain, per node, ${threads.join("/")}): ${threadCpu.map((t) => t ?? "n/a").join(", ")}`);
+      }
       log(`fan-out ${name}: ${label}: ack latency p50 ${fmt(ackSt.p50)} p99 ${fmt(ackSt.p99)} ms${pathInfo !== "" ? `; e2e by path (sender node→receiver node vs room owner): ${pathInfo}` : ""}`);
       const stl = stalls(s.slotMaxMs, cfg.p99LimitMs);
       if (stl.length > 0) log(`fan-out ${name}: ${label}: send-time windows with deliveries slower than ${cfg.p99LimitMs} ms: ${fmtStalls(stl)}`);

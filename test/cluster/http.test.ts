@@ -2,6 +2,7 @@
  * The HTTP API of a real 3-node cluster: sessions valid everywhere, messages over HTTP (any node), room
  * info with one owner across nodes, cluster map, health/readiness and Prometheus metrics.
  */
+import { readFileSync } from "node:fs";
 import { expect } from "chai";
 import {
   MessageCollector,
@@ -147,6 +148,24 @@ describe("cluster: HTTP API", function () {
       expect(r.headers.get("content-type") ?? "").to.match(/^text\/plain/);
       expect(r.text).to.match(/^fractal_\w+/m);
       expect(r.text).to.match(/^# (HELP|TYPE) fractal_/m);
+    }
+  });
+
+  it("/metrics reports CPU time per thread: the event loop, the SQLite writer, the object store's thread, the rest", async function () {
+    // Every node has committed messages by now (earlier tests), so each of its threads has run.
+    for (const n of cluster().nodes) {
+      const text = (await http(`${n.httpUrl}/metrics`)).text;
+      const seconds = (thread: string) => Number(new RegExp(`^fractal_thread_cpu_seconds_total\\{[^}]*thread="${thread}"[^}]*\\} (\\S+)$`, "m").exec(text)?.[1]);
+      expect(seconds("main"), `${n.id} main`).to.be.greaterThan(0.1);
+      expect(seconds("sqlite-writer"), `${n.id} sqlite-writer`).to.be.greaterThan(0);
+      expect(seconds("object-store"), `${n.id} object-store`).to.be.greaterThan(0);
+      expect(seconds("other"), `${n.id} other`).to.be.greaterThan(0);
+      // The parts add up to the process's CPU time as the kernel counts it (read after the scrape).
+      const stat = readFileSync(`/proc/${n.pid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const total = (Number(fields[11]) + Number(fields[12])) / 100;
+      const sum = ["main", "sqlite-writer", "object-store", "other"].reduce((a, t) => a + seconds(t), 0);
+      expect(sum, `${n.id}: threads ${sum.toFixed(2)} s, process ${total.toFixed(2)} s`).to.be.within(total * 0.9 - 0.1, total + 0.05);
     }
   });
 
