@@ -53,6 +53,10 @@ export const NODE_FLAGS = {
     default: "local",
   },
   "log-level": { help: "pino log level: fatal, error, warn, info, debug, trace, silent", default: "info" },
+  "stop-with-stdin": {
+    help: "true: stop gracefully when standard input closes (fractal cluster sets it, so its nodes never outlive it)",
+    default: "false",
+  },
 } as const satisfies Record<string, { help: string; default?: string }>;
 
 export type NodeFlag = keyof typeof NODE_FLAGS;
@@ -82,6 +86,7 @@ const schema = z.object({
   "lease-ttl": duration.refine((ms) => ms >= 1000, "must be at least 1s"),
   durability: z.enum(["local", "replicated"], "must be local or replicated"),
   "log-level": z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
+  "stop-with-stdin": z.enum(["true", "false"], "must be true or false"),
 });
 
 export interface NodeConfig {
@@ -112,6 +117,8 @@ export interface NodeConfig {
   /** `local`: acks after the owner's commit; `replicated`: also after the room's replica holds it (DESIGN.md). */
   readonly durability: Durability;
   readonly logLevel: string;
+  /** Stop gracefully when standard input closes (the parent that started the node is gone). */
+  readonly stopWithStdin: boolean;
 }
 
 export type Durability = "local" | "replicated";
@@ -171,5 +178,6 @@ export function parseNodeConfig(flags: RawFlags, env: NodeJS.ProcessEnv = proces
     checkpointBacklog: c["checkpoint-backlog"],
     durability: c.durability,
     logLevel: c["log-level"],
+    stopWithStdin: c["stop-with-stdin"] === "true",
   };
 }

@@ -1,7 +1,10 @@
 /**
  * `fractal cluster --nodes N`: a local cluster of N node processes sharing one object-store directory.
  * Each node is a child process running `fractal node`; their log lines are relayed with a node prefix.
- * SIGINT/SIGTERM stop every node gracefully.
+ * SIGINT/SIGTERM stop every node gracefully: the nodes run in process groups of their own, so a Ctrl-C in the
+ * terminal (which signals the whole foreground group) reaches them once, from here, and not twice (a second
+ * signal means "exit now" to a node). If this process dies without stopping them, their standard input closes
+ * and they stop by themselves (--stop-with-stdin).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync } from "node:fs";
@@ -37,9 +40,9 @@ export async function clusterCommand(flags: ClusterFlags): Promise<void> {
       BIN, "node", "--id", id, "--host", flags.host,
       "--http-port", String(httpBase + i), "--grpc-port", String(grpcBase + i),
       "--data-dir", resolve(root, id), "--object-store", resolve(root, "objects"),
-      "--peers", peers, "--log-level", flags.logLevel,
+      "--peers", peers, "--log-level", flags.logLevel, "--stop-with-stdin", "true",
     ];
-    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "pipe"], detached: true });
     for (const stream of [child.stdout, child.stderr]) {
       if (stream) createInterface({ input: stream }).on("line", (line) => process.stdout.write(`[${id}] ${line}\n`));
     }

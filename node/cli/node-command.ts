@@ -6,7 +6,7 @@ export async function nodeCommand(flags: RawFlags): Promise<void> {
   const config = parseNodeConfig(flags);
   const node = await startNode(config);
   let signals = 0;
-  const onSignal = (signal: NodeJS.Signals) => {
+  const onSignal = (signal: NodeJS.Signals | "stdin closed") => {
     if (++signals > 1) {
       node.log.warn({ signal }, "second signal: exiting now");
       process.exit(1);
@@ -22,6 +22,12 @@ export async function nodeCommand(flags: RawFlags): Promise<void> {
   };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
+  if (config.stopWithStdin) {
+    // The parent holds the other end: when it is gone (even killed with SIGKILL), so is this node.
+    process.stdin.on("end", () => onSignal("stdin closed"));
+    process.stdin.on("error", () => onSignal("stdin closed"));
+    process.stdin.resume();
+  }
   // A bug must not take the node down silently, nor keep a half-dead node running: log and exit non-zero.
   process.on("uncaughtException", (err) => {
     node.log.fatal({ err }, "uncaught exception");

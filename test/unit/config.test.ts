@@ -33,6 +33,12 @@ describe("node config", () => {
     expect(parseNodeConfig({ id: "n1", peers, durability: "local" }, { FRACTAL_DURABILITY: "replicated" }).durability).to.equal("local");
   });
 
+  it("stops with standard input only when asked (--stop-with-stdin true, also FRACTAL_STOP_WITH_STDIN)", () => {
+    expect(parseNodeConfig({ id: "n1", peers }, {}).stopWithStdin).to.equal(false);
+    expect(parseNodeConfig({ id: "n1", peers, "stop-with-stdin": "true" }, {}).stopWithStdin).to.equal(true);
+    expect(parseNodeConfig({ id: "n1", peers }, { FRACTAL_STOP_WITH_STDIN: "true" }).stopWithStdin).to.equal(true);
+  });
+
   const bad: [string, Record<string, string>, RegExp][] = [
     ["an unknown durability mode", { id: "n1", peers, durability: "paranoid" }, /--durability must be local or replicated/],
     ["a missing id", { peers }, /--id/],
@@ -43,6 +49,7 @@ describe("node config", () => {
     ["a bad log level", { id: "n1", peers, "log-level": "loud" }, /--log-level/],
     ["a short auth secret", { id: "n1", peers, "auth-secret": "short" }, /--auth-secret/],
     ["a zero text limit", { id: "n1", peers, "max-text-length": "0" }, /--max-text-length/],
+    ["a stop-with-stdin that is not true or false", { id: "n1", peers, "stop-with-stdin": "yes" }, /--stop-with-stdin must be true or false/],
   ];
   for (const [what, flags, message] of bad) {
     it(`rejects ${what} with one clear bad_request`, () => {
