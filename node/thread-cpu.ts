@@ -31,11 +31,16 @@ export function threadCpuSeconds(named: NamedThreads): Map<string, number> | und
 }
 
 function taskSeconds(tid: number): number | undefined {
+  return statCpuSeconds(`/proc/self/task/${tid}/stat`);
+}
+
+/** User + system CPU seconds in a /proc `stat` file (of a process or a thread); undefined if it cannot be read. */
+export function statCpuSeconds(file: string, ticksPerSecond = TICKS_PER_SECOND): number | undefined {
   try {
-    const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+    const stat = readFileSync(file, "utf8");
     // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+    return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
   } catch {
     return undefined;
   }

@@ -18,7 +18,7 @@ const PROBES = 8;
 const FIRST_LAYER_KEYS = 1 << 16;
 
 class Layer {
-  readonly bits: Uint32Array;
+  private readonly bits: Uint32Array;
   private readonly mask: number;
   count = 0;
 
@@ -54,11 +54,6 @@ export class SendFilter {
   /** Keys added (a key added twice counts twice). */
   get size(): number {
     return this.layers.reduce((n, l) => n + l.count, 0);
-  }
-
-  /** Memory held by the bit arrays, in bytes. */
-  get bytes(): number {
-    return this.layers.reduce((n, l) => n + l.bits.byteLength, 0);
   }
 
   add(room: string, user: string, id: string): void {

@@ -5,6 +5,7 @@
 import type { ChildProcess } from "node:child_process";
 import { readFileSync, readdirSync, rmSync } from "node:fs";
 import net from "node:net";
+import { statCpuSeconds } from "../../node/thread-cpu.js";
 
 const T0 = Date.now();
 
@@ -101,16 +102,7 @@ try {
 
 /** utime+stime of one process in seconds, or undefined when it is gone. */
 export function cpuSeconds(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    // rest[0] is field 3 (state); utime is field 14, stime field 15.
-    const utime = Number(rest[11]);
-    const stime = Number(rest[12]);
-    return (utime + stime) / clkTck;
-  } catch {
-    return undefined;
-  }
+  return statCpuSeconds(`/proc/${pid}/stat`, clkTck);
 }
 
 function ppidOf(pid: number): number | undefined {

@@ -685,6 +685,8 @@ async function verify(req: VerifyReq): Promise<VerifyRes> {
     const r = { room, acked: ackedSeq.size, history: 0, missing: 0, seqReused: 0, seqMismatch: 0, dupSeqs: 0, error: undefined as string | undefined };
     const idAtSeq = new Map<number, string>();
     const found = new Set<string>();
+    /** The last seq history answered (pages are ascending). */
+    let lastSeq = 0;
     try {
       if (member === undefined || member.token === "") throw new Error("no member with a token");
       let after = 0;
@@ -707,7 +709,7 @@ async function verify(req: VerifyReq): Promise<VerifyRes> {
         }
         const last = list[list.length - 1]!.seq;
         if (!(last > after)) throw new Error("history paging does not advance");
-        after = last;
+        after = lastSeq = last;
       }
     } catch (e) {
       r.error = errText(e);
@@ -718,9 +720,8 @@ async function verify(req: VerifyReq): Promise<VerifyRes> {
       const other = idAtSeq.get(ackedSeq.get(id) ?? -1);
       return other !== undefined && other !== id;
     }).length;
-    const where = missing.length === 0 ? {} : { missingSeqs: missing.slice(0, 10).map((id) => ackedSeq.get(id) ?? 0), lastSeq: Math.max(0, ...idAtSeq.keys()) };
-    const { error, ...counts } = r;
-    out.push(error === undefined ? { ...counts, ...where } : { ...r, ...where });
+    const where = missing.length === 0 ? {} : { missingSeqs: missing.slice(0, 10).map((id) => ackedSeq.get(id) ?? 0), lastSeq };
+    out.push({ ...r, ...where });
   }
   agent.destroy();
   return { rooms: out };
