@@ -289,8 +289,14 @@ export class PeerLink implements OwnerApi, OwnerEvents, AdminApi, ReplicaPeer {
 
   unsubscribe(caller: Caller, room: string): void {
     if (!this.rooms.delete(room)) return;
-    this.stream?.write({ caller, subscribe: [], unsubscribe: [room] });
-    if (this.rooms.size === 0) this.stream?.end();
+    const stream = this.stream;
+    stream?.write({ caller, subscribe: [], unsubscribe: [room] });
+    if (this.rooms.size > 0 || stream === undefined) return;
+    // Nothing followed here any more: close the stream and let go of it at once, so that a room followed right
+    // after (a user leaving one room for another) opens a fresh stream instead of writing to this ended one
+    // (which failed it and cost a reconnect delay, ~100 ms on that join).
+    this.stream = undefined;
+    stream.end();
   }
 
   get following(): number {
@@ -338,6 +344,8 @@ export class PeerLink implements OwnerApi, OwnerEvents, AdminApi, ReplicaPeer {
     this.stream = stream;
     let gotData = false;
     stream.on("data", (batch: EventBatch) => {
+      // A stream let go of (see unsubscribe) may still bring events sent before the owner saw its unsubscribe.
+      if (this.stream !== stream) return;
       if (!gotData) {
         gotData = true;
         this.reconnectDelay = RECONNECT_MIN_MS;
