@@ -5,33 +5,13 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
-import { REPO_ROOT, http, session, uniqueRoom, waitUntil } from "../helpers/cluster.js";
+import { REPO_ROOT, consecutiveFreePorts, http, session, uniqueRoom, waitUntil } from "../helpers/cluster.js";
 
 const BIN = join(REPO_ROOT, "node", "bin", "fractal.js");
 const NODES = 3;
-
-function isFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.once("error", () => resolve(false));
-    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
-  });
-}
-
-/** A base port whose next `count` ports are all free (the cluster command takes consecutive ports). */
-async function consecutiveFreePorts(count: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 30_000);
-    let free = true;
-    for (let p = base; p < base + count && free; p++) free = await isFree(p);
-    if (free) return base;
-  }
-  throw new Error("no run of free ports found");
-}
 
 /** Pids of node processes started for this data root (they run in process groups of their own). */
 function nodePids(root: string): number[] {
@@ -56,8 +36,9 @@ interface RunningCluster {
 }
 
 async function startClusterCommand(root: string): Promise<RunningCluster> {
-  const httpBase = await consecutiveFreePorts(NODES);
-  const grpcBase = await consecutiveFreePorts(NODES);
+  // One run for both kinds, so the HTTP and gRPC ports cannot overlap.
+  const httpBase = await consecutiveFreePorts(2 * NODES);
+  const grpcBase = httpBase + NODES;
   // Its own process group, as a shell gives a foreground job: signalling the group is what Ctrl-C does.
   const child = spawn(
     process.execPath,
@@ -68,12 +49,17 @@ async function startClusterCommand(root: string): Promise<RunningCluster> {
   for (const s of [child.stdout!, child.stderr!]) s.on("data", (d: Buffer) => output.push(...d.toString("utf8").split("\n")));
   const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
   const urls = Array.from({ length: NODES }, (_, i) => `http://127.0.0.1:${httpBase + i}`);
-  await waitUntil(
-    async () => (await Promise.all(urls.map((u) => http(`${u}/readyz`, { timeoutMs: 1000 }).then((r) => r.status === 200, () => false)))).every(Boolean),
-    "every node of `fractal cluster` ready",
-    45_000,
-    250,
-  );
+  try {
+    await waitUntil(
+      async () => (await Promise.all(urls.map((u) => http(`${u}/readyz`, { timeoutMs: 1000 }).then((r) => r.status === 200, () => false)))).every(Boolean),
+      "every node of `fractal cluster` ready",
+      45_000,
+      250,
+    );
+  } catch (err) {
+    // What the nodes said is the diagnosis (a port taken, a crash): keep it with the failure.
+    throw new Error(`${(err as Error).message}; the command's last output:\n${output.slice(-40).join("\n")}`);
+  }
   return { child, output, exited, urls };
 }
 

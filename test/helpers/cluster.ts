@@ -192,6 +192,32 @@ export async function pickPorts(n: number): Promise<number[]> {
   return held.map((h) => h.port);
 }
 
+/**
+ * A base port whose next `count` ports are all free, below the kernel's ephemeral range like `pickPorts` (for a
+ * program that takes consecutive ports, such as `fractal cluster`). Checked, not held: a listener may still win
+ * a race for one, but no outgoing connection will.
+ */
+export async function consecutiveFreePorts(count: number): Promise<number> {
+  const [ephLo] = ephemeralRange();
+  const lo = 20_000;
+  const hi = Math.min(ephLo - 1, 32_767) - count;
+  for (let attempt = 0; attempt < 100 && hi > lo; attempt++) {
+    const base = lo + Math.floor(Math.random() * (hi - lo));
+    const held: net.Server[] = [];
+    try {
+      for (let p = base; p < base + count; p++) {
+        const got = await listenOn(p);
+        if (got === undefined) break;
+        held.push(got.server);
+      }
+      if (held.length === count) return base;
+    } finally {
+      await Promise.all(held.map((server) => new Promise<void>((r) => server.close(() => r()))));
+    }
+  }
+  throw new Error(`no run of ${count} free ports below the ephemeral range`);
+}
+
 function tailOf(file: string, lines: number): string {
   if (!existsSync(file)) return "(no log file)";
   const text = readFileSync(file, "utf8");
