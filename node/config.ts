@@ -22,6 +22,18 @@ export const duration = z.string().transform((value, ctx) => {
   return Math.round(Number(m[1]) * DURATION_UNITS[m[2] ?? "ms"]!);
 });
 
+const SIZE_UNITS: Record<string, number> = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 };
+
+/** A size like `4MiB`, `512KiB` (a bare number is bytes), as bytes. */
+export const byteSize = z.string().transform((value, ctx) => {
+  const m = /^(\d+)(B|KiB|MiB|GiB)?$/.exec(value.trim());
+  if (m === null) {
+    ctx.addIssue({ code: "custom", message: "must be a size like 65536, 512KiB, 4MiB" });
+    return z.NEVER;
+  }
+  return Number(m[1]) * SIZE_UNITS[m[2] ?? "B"]!;
+});
+
 /** Every node flag: its name on the command line (the env variable is FRACTAL_<FLAG>), help and default. */
 export const NODE_FLAGS = {
   id: { help: "node id, unique in the cluster (e.g. n1)" },
@@ -40,6 +52,10 @@ export const NODE_FLAGS = {
   "max-text-length": { help: "longest message text, in characters", default: "4000" },
   "forward-timeout-ms": { help: "deadline of a forwarded room operation, ms", default: "3000" },
   "rate-limit": { help: "sends per second per connection (burst: twice as many)", default: "50" },
+  "client-backlog": {
+    help: "most a connection may have waiting to be sent (e.g. 4MiB); a client that reads slower is disconnected and resumes from history when it reconnects",
+    default: "4MiB",
+  },
   "checkpoint-interval": { help: "how often rooms with new messages are checkpointed (e.g. 1s, 500ms)", default: "1s" },
   "checkpoint-concurrency": { help: "rooms checkpointed at once", default: String(DEFAULT_CHECKPOINT_CONCURRENCY) },
   "checkpoint-retention": { help: "how long replaced checkpoint segments are kept (e.g. 24h, 0s)", default: "24h" },
@@ -79,6 +95,7 @@ const schema = z.object({
   "max-text-length": positiveInt.max(1_000_000),
   "forward-timeout-ms": positiveInt.max(600_000),
   "rate-limit": positiveInt.max(1_000_000),
+  "client-backlog": byteSize.refine((b) => b >= 64 * 1024 && b <= 1024 ** 3, "must be between 64KiB and 1GiB"),
   "checkpoint-interval": duration.refine((ms) => ms >= 10, "must be at least 10ms"),
   "checkpoint-concurrency": positiveInt.max(256),
   "checkpoint-retention": duration,
@@ -110,6 +127,8 @@ export interface NodeConfig {
   readonly maxTextLength: number;
   readonly forwardTimeoutMs: number;
   readonly rateLimit: number;
+  /** Bytes a connection may have waiting to be sent before the node drops it as too slow. */
+  readonly clientBacklogBytes: number;
   readonly checkpointIntervalMs: number;
   readonly checkpointConcurrency: number;
   readonly checkpointRetentionMs: number;
@@ -172,6 +191,7 @@ export function parseNodeConfig(flags: RawFlags, env: NodeJS.ProcessEnv = proces
     maxTextLength: c["max-text-length"],
     forwardTimeoutMs: c["forward-timeout-ms"],
     rateLimit: c["rate-limit"],
+    clientBacklogBytes: c["client-backlog"],
     checkpointIntervalMs: c["checkpoint-interval"],
     checkpointConcurrency: c["checkpoint-concurrency"],
     checkpointRetentionMs: c["checkpoint-retention"],

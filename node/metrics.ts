@@ -14,6 +14,7 @@ export class NodeMetrics {
   readonly forwardSeconds: Histogram;
   readonly peerCallSeconds: Histogram;
   readonly clientErrors: Counter;
+  readonly slowClientsCut: Counter;
   readonly checkpointedMessages: Counter;
   readonly checkpointFailures: Counter;
   readonly checkpointLagSeconds: Histogram;
@@ -160,6 +161,11 @@ export class NodeMetrics {
       name: "fractal_client_errors_total",
       help: "Client requests answered with an error, by code",
       labelNames: ["code"],
+      registers,
+    });
+    this.slowClientsCut = new Counter({
+      name: "fractal_slow_clients_cut_total",
+      help: "Client connections cut because more than --client-backlog was waiting to be sent to them",
       registers,
     });
   }

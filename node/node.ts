@@ -4,6 +4,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { createServer, ServerResponse, type IncomingMessage, type Server as HttpServer } from "node:http";
+import type { Socket } from "node:net";
 import { join } from "node:path";
 import { Server as SocketServer } from "socket.io";
 import {
@@ -47,10 +48,13 @@ import { Replicator } from "./replicator.js";
 import { ReplicaRecovery } from "./replica-recovery.js";
 import { dropUnneededCopies, ReplicaService } from "./replica-service.js";
 import { ReplicaFailover } from "./replica-failover.js";
+import { SlowClientGuard } from "./slow-clients.js";
 
 /** socket.io packets larger than this close the connection: a maximal message is ~16 KB of UTF-8. */
 const MAX_SOCKET_PACKET_BYTES = 256 * 1024;
 const STOP_GRACE_MS = 5000;
+/** How long a stop waits for clients to answer the close of their connection before cutting it. */
+const CLIENT_CLOSE_GRACE_MS = 1000;
 
 export interface RunningNode {
   readonly id: string;
@@ -327,6 +331,17 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     rateLimit: config.rateLimit,
     forwardTimeoutMs: config.forwardTimeoutMs,
   });
+  const slowClients = new SlowClientGuard(io, config.clientBacklogBytes, (socket, backlog) => {
+    metrics.slowClientsCut.inc();
+    log.warn({ user: (socket.data as { user?: string } | undefined)?.user, backlog }, "client too slow to keep up: connection cut (it resumes from history)");
+  });
+  slowClients.start();
+  // Every TCP connection, websocket ones included: a stop must not wait for clients that do not read.
+  const connections = new Set<Socket>();
+  server.on("connection", (c: Socket) => {
+    connections.add(c);
+    c.once("close", () => connections.delete(c));
+  });
   const httpPort = await new Promise<number>((resolve, reject) => {
     server.once("error", reject);
     server.listen(config.httpPort, config.host, () => {
@@ -387,7 +402,13 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     // 4. Clients are told to go (they reconnect elsewhere and resume with since); peers are released.
     // (Closing their connections without a socket.io disconnect packet: they reconnect by themselves.)
     await gateway?.releaseClients(0);
-    await new Promise<void>((resolve) => io.close(() => resolve()));
+    slowClients.stop();
+    // A websocket's close waits for the client's answer (up to 30 s in ws); one that does not read never
+    // answers. Closed connections are told; what is left after a short grace is cut.
+    const ioClosed = new Promise<void>((resolve) => io.close(() => resolve()));
+    await Promise.race([ioClosed, new Promise((r) => setTimeout(r, CLIENT_CLOSE_GRACE_MS))]);
+    for (const c of connections) c.destroy();
+    await ioClosed;
     peers.close();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {

@@ -39,7 +39,17 @@ describe("node config", () => {
     expect(parseNodeConfig({ id: "n1", peers }, { FRACTAL_STOP_WITH_STDIN: "true" }).stopWithStdin).to.equal(true);
   });
 
+  it("takes --client-backlog as a size (bytes, KiB, MiB, GiB), 4MiB by default, also from FRACTAL_CLIENT_BACKLOG", () => {
+    expect(parseNodeConfig({ id: "n1", peers }, {}).clientBacklogBytes).to.equal(4 * 1024 * 1024);
+    expect(parseNodeConfig({ id: "n1", peers, "client-backlog": "512KiB" }, {}).clientBacklogBytes).to.equal(512 * 1024);
+    expect(parseNodeConfig({ id: "n1", peers, "client-backlog": "65536" }, {}).clientBacklogBytes).to.equal(65536);
+    expect(parseNodeConfig({ id: "n1", peers }, { FRACTAL_CLIENT_BACKLOG: "1GiB" }).clientBacklogBytes).to.equal(1024 ** 3);
+  });
+
   const bad: [string, Record<string, string>, RegExp][] = [
+    ["a client backlog in an unknown unit", { id: "n1", peers, "client-backlog": "4MB" }, /--client-backlog must be a size like/],
+    ["a client backlog below 64KiB", { id: "n1", peers, "client-backlog": "1KiB" }, /--client-backlog must be between 64KiB and 1GiB/],
+    ["a client backlog above 1GiB", { id: "n1", peers, "client-backlog": "2GiB" }, /--client-backlog must be between 64KiB and 1GiB/],
     ["an unknown durability mode", { id: "n1", peers, durability: "paranoid" }, /--durability must be local or replicated/],
     ["a missing id", { peers }, /--id/],
     ["a bad port", { id: "n1", peers, "http-port": "99999" }, /--http-port/],
