@@ -10,6 +10,7 @@ import type { Server, Socket } from "socket.io";
 import { FractalError, toFractalError, type StoredMessage } from "../shards/index.js";
 import type { Tokens } from "./auth.js";
 import type { Logger } from "./log.js";
+import { backlogBytes } from "./slow-clients.js";
 import type { NodeMetrics } from "./metrics.js";
 import {
   HistoryPayload,
@@ -27,6 +28,8 @@ import type { Router } from "./router.js";
 const CATCH_UP_RETRY_MS = 500;
 /** A socket that cannot be caught up for this long is disconnected; it reconnects and resumes with since. */
 const CATCH_UP_GIVE_UP_MS = 30_000;
+/** How often a catch-up looks whether its client has read enough of what was sent to take the next page. */
+const CATCH_UP_DRAIN_POLL_MS = 50;
 
 /**
  * Per-socket state, kept in `socket.data` (no WeakMap entry, no extra object). Idle sockets are the bulk of a
@@ -138,6 +141,8 @@ export interface GatewayOptions {
   readonly maxTextLength: number;
   readonly rateLimit: number;
   readonly forwardTimeoutMs: number;
+  /** What may wait to be sent to one connection (see slow-clients.ts); a catch-up stays well below it. */
+  readonly clientBacklogBytes: number;
 }
 
 type Ack = (reply: unknown) => void;
@@ -370,6 +375,12 @@ export class Gateway implements FeedSink {
       if (!current()) return;
       for (const m of page) {
         if (m.seq <= cursor) continue;
+        // Flow control: a message waits until the client has read most of what was sent before it, so a slow
+        // reader catching up on a long history goes at its own pace instead of being cut as too slow.
+        while (backlogBytes(socket, this.options.clientBacklogBytes / 4) > this.options.clientBacklogBytes / 4) {
+          await new Promise((r) => setTimeout(r, CATCH_UP_DRAIN_POLL_MS));
+          if (!current()) return;
+        }
         if (m.seq > cursor + 1) {
           // Seqs that do not exist (skipped after a failover, or past retention): say so instead of skipping
           // silently (invariant 5).

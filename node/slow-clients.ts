@@ -18,17 +18,21 @@ interface EngineConnection {
   close(): void;
 }
 
-/** Bytes waiting to be sent to a socket's client: engine.io's write buffer plus the websocket's own. */
-export function backlogBytes(socket: Socket): number {
+/**
+ * Bytes waiting to be sent to a socket's client: the websocket's own buffer plus engine.io's write buffer. Stops
+ * counting once past `enough` (a stalled client's buffer can hold many thousands of packets).
+ */
+export function backlogBytes(socket: Socket, enough = Number.MAX_SAFE_INTEGER): number {
   const conn = socket.conn as unknown as EngineConnection;
-  let bytes = 0;
+  const ws = conn.transport?.name === "websocket" ? conn.transport.socket : undefined;
+  let bytes = ws?.bufferedAmount ?? 0;
   for (const packet of conn.writeBuffer ?? []) {
+    if (bytes > enough) break;
     const data = packet.data;
     // Strings are counted by length (one byte per character of the JSON the packet carries, near enough).
     bytes += typeof data === "string" ? data.length : data instanceof Uint8Array ? data.byteLength : 16;
   }
-  const ws = conn.transport?.name === "websocket" ? conn.transport.socket : undefined;
-  return bytes + (ws?.bufferedAmount ?? 0);
+  return bytes;
 }
 
 /** Cuts a socket's connection at once (no close handshake), freeing what was queued for it. */
@@ -47,7 +51,7 @@ export class SlowClientGuard {
     private readonly maxBacklogBytes: number,
     /** Told about each client cut, with what was waiting for it. */
     private readonly onCut: (socket: Socket, backlog: number) => void,
-    private readonly intervalMs = 250,
+    private readonly intervalMs = 500,
   ) {}
 
   start(): void {
@@ -64,7 +68,7 @@ export class SlowClientGuard {
   sweep(): number {
     let cut = 0;
     for (const socket of this.io.of("/").sockets.values()) {
-      const backlog = backlogBytes(socket);
+      const backlog = backlogBytes(socket, this.maxBacklogBytes);
       if (backlog <= this.maxBacklogBytes) continue;
       cutConnection(socket);
       this.onCut(socket, backlog);

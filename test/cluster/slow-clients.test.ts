@@ -18,11 +18,30 @@ import {
   type Socket,
 } from "../helpers/cluster.js";
 
-/** Makes a client stop reading its TCP socket for good (ws would resume a merely paused one). */
-function stopReading(socket: Socket): void {
+/** Makes a client stop reading its TCP socket (ws would resume a merely paused one); returns "read again". */
+function stopReading(socket: Socket): () => void {
   const tcp = (socket.io.engine.transport as unknown as { ws: { _socket: { pause(): void; resume: () => unknown } } }).ws._socket;
+  const resume = tcp.resume;
   tcp.pause();
   tcp.resume = () => tcp;
+  return () => {
+    tcp.resume = resume;
+    tcp.resume();
+  };
+}
+
+/** Sends `count` messages of ~3.9 KB to `room` from a fresh member; returns how many were acked. */
+async function fill(url: string, room: string, count: number): Promise<number> {
+  const s = await connect(url, await session(url, uniqueUser("filler")));
+  await emitAck(s, "join", { room });
+  const text = "y".repeat(3900);
+  let acked = 0;
+  for (let i = 0; i < count; i += 100) {
+    const acks = await Promise.all(Array.from({ length: Math.min(100, count - i) }, (_, j) => emitAck(s, "send", { room, id: `f${i + j}`, text }, 20_000)));
+    acked += acks.filter((a: { ok: boolean }) => a.ok).length;
+  }
+  s.close();
+  return acked;
 }
 
 async function metric(url: string, name: string): Promise<number> {
@@ -86,6 +105,27 @@ describe("cluster: clients that do not read", function () {
     expect(resumed).to.deep.equal(Array.from({ length: acked }, (_, i) => i + 1));
     expect((await fullHistory(url, slowToken, room)).length).to.equal(acked);
     for (const s of [back, reader, ...senders]) s.close();
+  });
+
+  it("a client catching up on a long history at its own pace is not cut: the node sends the next page when it has read the last", async () => {
+    const url = cluster().node(0).httpUrl;
+    const room = uniqueRoom("catchup");
+    // ~16 MB of history: more than the loopback's socket buffers and --client-backlog together.
+    const total = await fill(url, room, 4000);
+    expect(total).to.equal(4000);
+    const cutBefore = await metric(url, "fractal_slow_clients_cut_total");
+    const late = await connect(url, await session(url, uniqueUser("late")));
+    const got: number[] = [];
+    late.on("message", (m: { seq: number }) => got.push(m.seq));
+    await emitAck(late, "join", { room, since: 0 });
+    const readAgain = stopReading(late);
+    await sleep(2000); // several sweeps of the slow-client guard while the client reads nothing
+    readAgain();
+    await waitUntil(() => got.length >= total, `the late client to catch up ${total} messages`, 30_000);
+    expect(got).to.deep.equal(Array.from({ length: total }, (_, i) => i + 1));
+    expect(late.connected).to.equal(true);
+    expect(await metric(url, "fractal_slow_clients_cut_total")).to.equal(cutBefore);
+    late.close();
   });
 
   it("a node stops gracefully and promptly although a client does not answer the close of its connection", async () => {
