@@ -52,6 +52,7 @@ export const NODE_FLAGS = {
   "max-text-length": { help: "longest message text, in characters", default: "4000" },
   "forward-timeout-ms": { help: "deadline of a forwarded room operation, ms", default: "3000" },
   "rate-limit": { help: "sends per second per connection (burst: twice as many)", default: "50" },
+  "max-rooms-per-connection": { help: "most rooms one connection may be in at once (join beyond it: forbidden)", default: "1000" },
   "client-backlog": {
     help: "most a connection may have waiting to be sent (e.g. 4MiB); a client that reads slower is disconnected and resumes from history when it reconnects",
     default: "4MiB",
@@ -95,6 +96,7 @@ const schema = z.object({
   "max-text-length": positiveInt.max(1_000_000),
   "forward-timeout-ms": positiveInt.max(600_000),
   "rate-limit": positiveInt.max(1_000_000),
+  "max-rooms-per-connection": positiveInt.max(1_000_000),
   "client-backlog": byteSize.refine((b) => b >= 64 * 1024 && b <= 1024 ** 3, "must be between 64KiB and 1GiB"),
   "checkpoint-interval": duration.refine((ms) => ms >= 10, "must be at least 10ms"),
   "checkpoint-concurrency": positiveInt.max(256),
@@ -127,6 +129,8 @@ export interface NodeConfig {
   readonly maxTextLength: number;
   readonly forwardTimeoutMs: number;
   readonly rateLimit: number;
+  /** Rooms one connection may be in at once. */
+  readonly maxRoomsPerConnection: number;
   /** Bytes a connection may have waiting to be sent before the node drops it as too slow. */
   readonly clientBacklogBytes: number;
   readonly checkpointIntervalMs: number;
@@ -191,6 +195,7 @@ export function parseNodeConfig(flags: RawFlags, env: NodeJS.ProcessEnv = proces
     maxTextLength: c["max-text-length"],
     forwardTimeoutMs: c["forward-timeout-ms"],
     rateLimit: c["rate-limit"],
+    maxRoomsPerConnection: c["max-rooms-per-connection"],
     clientBacklogBytes: c["client-backlog"],
     checkpointIntervalMs: c["checkpoint-interval"],
     checkpointConcurrency: c["checkpoint-concurrency"],

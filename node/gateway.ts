@@ -79,6 +79,11 @@ export class ClientState {
     } else (this.more ??= new Map()).set(room, code);
   }
 
+  /** Rooms joined or being joined. */
+  get roomCount(): number {
+    return (this.room === undefined ? 0 : 1) + (this.more?.size ?? 0);
+  }
+
   delete(room: string): void {
     if (this.room === room) this.room = undefined;
     else this.more?.delete(room);
@@ -141,6 +146,8 @@ export interface GatewayOptions {
   readonly maxTextLength: number;
   readonly rateLimit: number;
   readonly forwardTimeoutMs: number;
+  /** Rooms one connection may be in at once: each costs a feed here and a member at the owner. */
+  readonly maxRoomsPerConnection: number;
   /** What may wait to be sent to one connection (see slow-clients.ts); a catch-up stays well below it. */
   readonly clientBacklogBytes: number;
 }
@@ -323,6 +330,9 @@ export class Gateway implements FeedSink {
       socket.leave(liveRoom(room));
       ({ seq, members } = await this.router.info(room));
     } else {
+      if (state.roomCount >= this.options.maxRoomsPerConnection) {
+        throw new FractalError("forbidden", `a connection may be in at most ${this.options.maxRoomsPerConnection} rooms; leave one first`);
+      }
       state.set(room, generation, false);
       const feed = this.acquire(room);
       try {

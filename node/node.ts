@@ -330,6 +330,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     maxTextLength: config.maxTextLength,
     rateLimit: config.rateLimit,
     forwardTimeoutMs: config.forwardTimeoutMs,
+    maxRoomsPerConnection: config.maxRoomsPerConnection,
     clientBacklogBytes: config.clientBacklogBytes,
   });
   const slowClients = new SlowClientGuard(io, config.clientBacklogBytes, (socket, backlog) => {

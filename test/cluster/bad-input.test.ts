@@ -10,6 +10,7 @@ import {
   expectOk,
   http,
   join,
+  roomInfo,
   roomOwnedBy,
   roomPath,
   send,
@@ -27,7 +28,8 @@ import {
 
 describe("cluster: bad input", function () {
   this.timeout(30_000);
-  const cluster = useCluster({ nodes: 3 });
+  const ROOMS_PER_CONNECTION = 30;
+  const cluster = useCluster({ nodes: 3, extraArgs: ["--max-rooms-per-connection", String(ROOMS_PER_CONNECTION)] });
 
   let room: string; // owned by n1; the client sits on n2, so bad input also crosses the forwarding path
   let notJoined: string;
@@ -197,6 +199,25 @@ describe("cluster: bad input", function () {
       });
       s.close();
       await assertClusterServes(c, `after a 2 MB polling payload (${outcome})`);
+    });
+
+    it("joining more rooms than --max-rooms-per-connection is forbidden and changes nothing; leaving one makes room", async function () {
+      const c = cluster();
+      const user = uniqueUser("hoarder");
+      const s = await connect(c.node(1).httpUrl, await session(c.node(1).httpUrl, user));
+      const rooms = Array.from({ length: ROOMS_PER_CONNECTION + 1 }, () => uniqueRoom("hoard"));
+      for (const r of rooms.slice(0, ROOMS_PER_CONNECTION)) await join(s, r);
+      const extra = rooms[ROOMS_PER_CONNECTION]!;
+      const refused = await emitAck<Ack>(s, "join", { room: extra });
+      expect(refused.ok, JSON.stringify(refused)).to.equal(false);
+      expect((refused as AckError).error.code).to.equal("forbidden");
+      // Not counted anywhere: the room's owner has no such member, and a send to it is not_joined.
+      expect((await roomInfo(c, extra)).members ?? []).not.to.include(user);
+      expect(((await emitAck<Ack>(s, "send", { room: extra, text: "hi", id: "x1" })) as AckError).error.code).to.equal("not_joined");
+      expectOk(await emitAck<Ack>(s, "leave", { room: rooms[0] }));
+      await join(s, extra);
+      expect(s.connected).to.equal(true);
+      s.close();
     });
 
     it("many rapid joins and sends from one socket do not crash the node", async function () {

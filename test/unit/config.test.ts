@@ -46,7 +46,13 @@ describe("node config", () => {
     expect(parseNodeConfig({ id: "n1", peers }, { FRACTAL_CLIENT_BACKLOG: "1GiB" }).clientBacklogBytes).to.equal(1024 ** 3);
   });
 
+  it("takes --max-rooms-per-connection, 1000 by default", () => {
+    expect(parseNodeConfig({ id: "n1", peers }, {}).maxRoomsPerConnection).to.equal(1000);
+    expect(parseNodeConfig({ id: "n1", peers, "max-rooms-per-connection": "5" }, {}).maxRoomsPerConnection).to.equal(5);
+  });
+
   const bad: [string, Record<string, string>, RegExp][] = [
+    ["no rooms per connection", { id: "n1", peers, "max-rooms-per-connection": "0" }, /--max-rooms-per-connection/],
     ["a client backlog in an unknown unit", { id: "n1", peers, "client-backlog": "4MB" }, /--client-backlog must be a size like/],
     ["a client backlog below 64KiB", { id: "n1", peers, "client-backlog": "1KiB" }, /--client-backlog must be between 64KiB and 1GiB/],
     ["a client backlog above 1GiB", { id: "n1", peers, "client-backlog": "2GiB" }, /--client-backlog must be between 64KiB and 1GiB/],
