@@ -340,9 +340,12 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
   slowClients.start();
   // Every TCP connection, websocket ones included: a stop must not wait for clients that do not read.
   const connections = new Set<Socket>();
+  const forget = function (this: Socket) {
+    connections.delete(this);
+  }; // one listener shared by every connection: idle connections are the bulk of a node's memory
   server.on("connection", (c: Socket) => {
     connections.add(c);
-    c.once("close", () => connections.delete(c));
+    c.once("close", forget);
   });
   const httpPort = await new Promise<number>((resolve, reject) => {
     server.once("error", reject);
