@@ -30,6 +30,12 @@ const CATCH_UP_RETRY_MS = 500;
 const CATCH_UP_GIVE_UP_MS = 30_000;
 /** How often a catch-up looks whether its client has read enough of what was sent to take the next page. */
 const CATCH_UP_DRAIN_POLL_MS = 50;
+/**
+ * Typing events a connection may relay: at most one per this interval. Each reaches every member of the room, so
+ * the general rate limit (hundreds per second) would let one client flood a large room; an indicator needs one
+ * every few seconds (the web page sends one per 2 s while the user types).
+ */
+const TYPING_MIN_INTERVAL_MS = 500;
 
 /**
  * Per-socket state, kept in `socket.data` (no WeakMap entry, no extra object). Idle sockets are the bulk of a
@@ -47,6 +53,8 @@ export class ClientState {
   private sendAt: number;
   private otherTokens: number;
   private otherAt: number;
+  /** When this connection last relayed a typing event (ms, performance.now based). */
+  private typingAt: number;
 
   constructor(
     readonly user: string,
@@ -55,6 +63,7 @@ export class ClientState {
     this.sendTokens = rateLimit * 2 * 1000;
     this.otherTokens = rateLimit * 8 * 1000;
     this.sendAt = this.otherAt = nowMs();
+    this.typingAt = this.sendAt - TYPING_MIN_INTERVAL_MS;
   }
 
   /**
@@ -97,6 +106,14 @@ export class ClientState {
     this.room = undefined;
     this.more = undefined;
     return rooms;
+  }
+
+  /** True (and noted) if a typing event may be relayed now: at most one per TYPING_MIN_INTERVAL_MS. */
+  takeTyping(): boolean {
+    const now = nowMs();
+    if (now - this.typingAt < TYPING_MIN_INTERVAL_MS) return false;
+    this.typingAt = now;
+    return true;
   }
 
   /** Takes one send token; false when rate limited (`rateLimit` per second, burst twice that). */
@@ -305,7 +322,7 @@ export class Gateway implements FeedSink {
   private clientTyping(state: ClientState, payload: unknown): void {
     try {
       const { room } = parsePayload(TypingPayload, payload);
-      if (!state.joined(room) || !state.takeOther(this.options.rateLimit)) return;
+      if (!state.joined(room) || !state.takeTyping() || !state.takeOther(this.options.rateLimit)) return;
       this.router.typing(room, state.user).catch(() => {});
     } catch {
       // typing has no ack: a bad one is dropped

@@ -20,6 +20,7 @@ import {
   send,
   session,
   sleep,
+  waitUntil,
   uniqueRoom,
   uniqueUser,
   useCluster,
@@ -359,6 +360,28 @@ describe("cluster: chat across nodes", function () {
       await aLog.waitFor("presence", (p) => p.user === cc.name && p.event === "leave", 10_000);
       await waitMembers(c, room, (m) => !m.includes(cc.name) && m.includes(a.name));
     });
+  });
+
+  it("a flood of typing events reaches the room at most twice a second per connection", async function () {
+    const c = cluster();
+    const room = await roomOwnedBy(c, "n2", "typing-flood");
+    const a = await user("ta", 0);
+    const b = await user("tb", 2);
+    const aLog = new EventLog(a.socket, ["typing"]);
+    await join(a.socket, room);
+    await join(b.socket, room);
+    const started = Date.now();
+    for (let i = 0; i < 50; i++) b.socket.emit("typing", { room });
+    const burstMs = Date.now() - started;
+    await aLog.waitFor("typing", (p) => p.user === b.name);
+    await sleep(1500); // anything else the burst let through has arrived by now
+    const relayed = aLog.all("typing", (p) => p.user === b.name).length;
+    // One per 500 ms of the burst (it takes a few ms; the whole burst used to go through: 50 events).
+    expect(relayed, `typing events relayed from a burst of 50 in ${burstMs} ms`).to.be.at.most(1 + Math.ceil(burstMs / 500));
+    // The throttle is per interval, not a ban: typing again later is relayed.
+    await sleep(600);
+    b.socket.emit("typing", { room });
+    await waitUntil(() => aLog.all("typing", (p) => p.user === b.name).length === relayed + 1, "the later typing event");
   });
 
   it("every node reports the same owner for a room", async function () {
