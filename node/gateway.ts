@@ -385,6 +385,7 @@ export class Gateway implements FeedSink {
     const current = () => socket.connected && state.generation(room) === generation;
     let cursor = since;
     const started = Date.now();
+    const pauseAbove = this.options.clientBacklogBytes / 4;
     while (current()) {
       if (cursor >= feed.position && feed.whenAt(cursor, () => current() && socket.join(liveRoom(room)))) return;
       let page: StoredMessage[];
@@ -404,7 +405,7 @@ export class Gateway implements FeedSink {
         if (m.seq <= cursor) continue;
         // Flow control: a message waits until the client has read most of what was sent before it, so a slow
         // reader catching up on a long history goes at its own pace instead of being cut as too slow.
-        while (backlogBytes(socket, this.options.clientBacklogBytes / 4) > this.options.clientBacklogBytes / 4) {
+        while (backlogBytes(socket, pauseAbove) > pauseAbove) {
           await new Promise((r) => setTimeout(r, CATCH_UP_DRAIN_POLL_MS));
           if (!current()) return;
         }

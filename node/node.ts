@@ -409,7 +409,8 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     await gateway?.releaseClients(0);
     slowClients.stop();
     // A websocket's close waits for the client's answer (up to 30 s in ws); one that does not read never
-    // answers. Closed connections are told; what is left after a short grace is cut.
+    // answers. Closed connections are told; what is left after a short grace is cut. (io.close also closes
+    // the HTTP server, and the cut covers every connection it had, HTTP ones included.)
     const ioClosed = new Promise<void>((resolve) => io.close(() => resolve()));
     await Promise.race([ioClosed, new Promise((r) => setTimeout(r, CLIENT_CLOSE_GRACE_MS))]);
     for (const c of connections) c.destroy();
@@ -425,8 +426,6 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
         resolve();
       });
     });
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
     // 5. SQLite last: nothing can write any more.
     await store.closeAsync();
     if (bulkObjects instanceof ThreadedObjectStore) await bulkObjects.close();

@@ -18,14 +18,18 @@ interface EngineConnection {
   close(): void;
 }
 
+/** The ws WebSocket under a connection on the websocket transport; undefined on long-polling. */
+function websocketOf(conn: EngineConnection) {
+  return conn.transport?.name === "websocket" ? conn.transport.socket : undefined;
+}
+
 /**
  * Bytes waiting to be sent to a socket's client: the websocket's own buffer plus engine.io's write buffer. Stops
  * counting once past `enough` (a stalled client's buffer can hold many thousands of packets).
  */
 export function backlogBytes(socket: Socket, enough = Number.MAX_SAFE_INTEGER): number {
   const conn = socket.conn as unknown as EngineConnection;
-  const ws = conn.transport?.name === "websocket" ? conn.transport.socket : undefined;
-  let bytes = ws?.bufferedAmount ?? 0;
+  let bytes = websocketOf(conn)?.bufferedAmount ?? 0;
   for (const packet of conn.writeBuffer ?? []) {
     if (bytes > enough) break;
     const data = packet.data;
@@ -36,9 +40,9 @@ export function backlogBytes(socket: Socket, enough = Number.MAX_SAFE_INTEGER): 
 }
 
 /** Cuts a socket's connection at once (no close handshake), freeing what was queued for it. */
-export function cutConnection(socket: Socket): void {
+function cutConnection(socket: Socket): void {
   const conn = socket.conn as unknown as EngineConnection;
-  const ws = conn.transport?.name === "websocket" ? conn.transport.socket : undefined;
+  const ws = websocketOf(conn);
   if (typeof ws?.terminate === "function") ws.terminate();
   else conn.close(); // long-polling: engine.io drops its buffer on close
 }
@@ -64,16 +68,13 @@ export class SlowClientGuard {
     this.timer = undefined;
   }
 
-  /** Cuts every connection whose backlog is over the limit; returns how many. Cheap: most buffers are empty. */
-  sweep(): number {
-    let cut = 0;
+  /** Cuts every connection whose backlog is over the limit. Cheap: most buffers are empty. */
+  private sweep(): void {
     for (const socket of this.io.of("/").sockets.values()) {
       const backlog = backlogBytes(socket, this.maxBacklogBytes);
       if (backlog <= this.maxBacklogBytes) continue;
       cutConnection(socket);
       this.onCut(socket, backlog);
-      cut++;
     }
-    return cut;
   }
 }
