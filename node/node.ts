@@ -190,7 +190,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     checkpointLag: () => checkpointer.lag(),
     degradedRooms: () => replicator?.degradedRooms() ?? 0,
     threads: {
-      "sqlite-writer": () => store.writerThreadId,
+      "sqlite-checkpointer": () => store.checkpointerThreadId,
       "object-store": () => (bulkObjects instanceof ThreadedObjectStore ? bulkObjects.threadId : undefined),
     },
   });

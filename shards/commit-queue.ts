@@ -1,9 +1,8 @@
 /**
  * Group commit: sends that arrive in the same event-loop turn, from any room, are handed to the store as one
- * batch. Batches do not wait for each other: the store commits them in order, and the SQLite store's writer
- * thread takes every batch that queued during its last fsync into one transaction (one fsync). So a send waits
- * for at most the commit in progress plus its own, never for the event loop to notice that a commit finished
- * (under load that reaction alone took milliseconds, and tens of them at the tail).
+ * batch. Batches do not wait for each other: the SQLite store commits each at once and makes every commit made
+ * during its running fsync durable with the next one. So a send waits for at most the fsync in progress plus its
+ * own, never for an earlier batch to be answered first.
  */
 import type { RoomStore, StoredMessage } from "./room-store.js";
 

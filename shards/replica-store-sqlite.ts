@@ -1,7 +1,7 @@
 /**
  * ReplicaStore in the node's one SQLite file (`rooms.db`), next to the rooms it owns: two tables of its own,
- * written through the file's writer thread (SqliteRoomStore.companion), so a replication call costs one
- * transaction and one fsync, in line with the node's own group commits.
+ * written on the store's connection (SqliteRoomStore.companion), so a replication call costs one transaction and
+ * shares the log's next fsync with the node's own commits.
  *
  * Decisions are made on the event loop against an in-memory copy of the records (loaded at start), so every
  * call is decided in the order it arrives without reading the file; the records change before the write is

@@ -1,20 +1,27 @@
 /**
- * RoomStore on one SQLite file per node (`<data-dir>/rooms.db`), WAL with synchronous=FULL.
+ * RoomStore on one SQLite file per node (`<data-dir>/rooms.db`), WAL.
  *
  * Why one file per node and not one per room:
- * - Group commit: one transaction (one fsync) carries the sends of every room that arrived in the same tick.
+ * - Group commit: one fsync makes the sends of every room that arrived meanwhile durable.
  *   With a file per room, each room would pay its own fsync per commit.
  * - Open files: a node may own tens of thousands of rooms; a WAL database holds three descriptors (db, -wal,
  *   -shm), so a file per room would need an LRU of open handles under the 20,000 descriptor limit.
  * - Checkpointing and moving a room are row-based anyway (the messages since the last checkpoint, the
  *   messages of one room), which `(room, seq)` primary keys make a range scan.
+ *
+ * Threads: the event loop's one connection reads and writes (a commit is a few page writes into the log, well
+ * under a millisecond, and one connection keeps its page cache across commits). What costs time goes elsewhere:
+ * the fsync that makes commits durable runs on libuv's thread pool, one for every commit made meanwhile
+ * (wal-sync.ts), and folding the log into the file runs on the checkpointer thread
+ * (sqlite-checkpointer.worker.js). Until its sync has finished a commit is not acknowledged and not shown to
+ * readers (unsynced-heads.ts).
  */
 import Database from "better-sqlite3";
 import { existsSync, mkdirSync, renameSync } from "node:fs";
+import { setImmediate as nextTurn } from "node:timers/promises";
 import { Worker } from "node:worker_threads";
 import { dirname } from "node:path";
 import {
-  checkContiguous,
   type CheckpointRecord,
   type HistoryQuery,
   type RoomHeads,
@@ -25,6 +32,8 @@ import {
 import { RoomTails } from "./room-tails.js";
 import { SendKeys } from "./send-keys.js";
 import { threadIdIn, threadIdSlot } from "./thread-id.js";
+import { type UnsyncedRoom, UnsyncedHeads } from "./unsynced-heads.js";
+import { type SyncFile, WalSync } from "./wal-sync.js";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS rooms (
@@ -54,9 +63,9 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 /** One SQL statement with positional parameters, for a companion's writes (see `companion`). */
 export type SqlStatement = readonly [sql: string, params: readonly (string | number | null)[]];
 
-/** A companion table set in the node's one SQLite file (the replica copy): reads here, writes on the writer thread. */
+/** A companion table set in the node's one SQLite file (the replica copy), on the store's connection. */
 export interface SqliteCompanion {
-  /** The read connection (WAL: reads never wait for the writer). */
+  /** The store's connection: reads see the companion's writes before they are durable. */
   readonly db: Database.Database;
   /** Runs the statements in one transaction; resolves once it is durable (fsync), rejects if it rolled back. */
   write(statements: readonly SqlStatement[]): Promise<void>;
@@ -74,11 +83,27 @@ interface MessageRow {
   ts: number;
 }
 
+/** Rows a room deletion removes per event-loop turn (a room of millions of rows must not block the loop). */
+const DELETE_CHUNK = 5000;
+/** How often the log is folded into the file while commits come. */
+const CHECKPOINT_EVERY_MS = 1000;
+/**
+ * Log frames (pages, 4 KiB each) beyond which the event loop finishes a checkpoint itself (four times SQLite's
+ * own autocheckpoint limit). The log starts over, and stops growing, only at a write that finds all of it in the
+ * file; under steady commits the checkpointer thread never gets there (every round, new commits land behind it),
+ * so the loop copies the few frames written during the thread's round, its writes held by its being busy: one
+ * fsync of the file, 4–5 ms every few seconds at 1,000 messages/s per node (the thread's round copies the rest).
+ */
+const LOG_LIMIT_FRAMES = 4000;
+
+type Written = readonly (readonly [room: UnsyncedRoom, head: number])[];
+
 export class SqliteRoomStore implements RoomStore {
   private readonly db: Database.Database;
   private readonly stmt;
-  private readonly appendTx: (messages: readonly StoredMessage[]) => void;
+  private readonly appendTx: (messages: readonly StoredMessage[]) => Map<string, { before: number; last: number }>;
   private readonly deleteTx: (room: string) => void;
+  private readonly deleteChunkTx: (room: string) => boolean;
   private readonly checkpointTx: (records: [string, CheckpointRecord][]) => void;
   private readonly pendingCheckpoints = new Map<string, CheckpointRecord>();
   /**
@@ -87,26 +112,39 @@ export class SqliteRoomStore implements RoomStore {
    * writes the table; a delete forgets the room until it lands.
    */
   private readonly checkpointsInFile = new Map<string, CheckpointRecord | null>();
-  /** The latest committed messages per room, for history reads (see room-tails.ts). */
+  /** The latest durable messages per room, for history reads (see room-tails.ts). */
   private readonly tails = new RoomTails();
   private readonly prepared = new Map<string, Database.Statement>();
   /** The idempotency keys the file holds, for dedupe lookups that skip SQLite (see send-keys.ts). */
   private readonly keys: SendKeys;
-  /** Where the writer thread tells its OS thread id (for per-thread CPU in /metrics). */
-  private readonly writerThread = threadIdSlot();
+  /** Rooms with commits not yet synced, and the heads readers see meanwhile. */
+  private readonly unsynced = new UnsyncedHeads();
+  /** Where the checkpointer thread tells its OS thread id (for per-thread CPU in /metrics). */
+  private readonly checkpointerThread = threadIdSlot();
   /** Companion statements checked to leave the rooms' tables alone (a handful of constant strings). */
   private readonly companionSql = new Set<string>();
 
   /** Set when the file was unreadable and was moved aside (its rooms are then rebuilt from checkpoints). */
   readonly setAside: string | undefined;
-  /** The writer thread (file databases only): commits run there, reads stay here (WAL allows both). */
-  private readonly writer: Worker | undefined;
-  private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
+  /** File databases: the group fsync of the log (in-memory ones are "durable" on commit). */
+  private readonly wal: WalSync | undefined;
+  /** File databases: the thread that folds the log into the file. */
+  private readonly checkpointer: Worker | undefined;
+  private readonly waiting = new Map<number, { resolve: (reply: CheckpointerReply) => void; reject: (err: Error) => void }>();
   private nextRequest = 0;
-  /** Grouped appends of this event-loop turn, sent as one transaction per kind (see appendAsync). */
-  private groupParts: { messages: readonly StoredMessage[]; bulk: boolean; resolve: () => void; reject: (err: unknown) => void }[] = [];
+  /** The checkpoint running on the checkpointer thread, if any. */
+  private checkpointing: Promise<CheckpointerReply> | undefined;
+  private lastCheckpointAt = 0;
 
-  constructor(file: string) {
+  constructor(
+    file: string,
+    private readonly options: {
+      /** How the log is synced (tests inject failures). */
+      readonly syncFile?: SyncFile;
+      /** See LOG_LIMIT_FRAMES (tests use small logs). */
+      readonly logLimitFrames?: number;
+    } = {},
+  ) {
     if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
     let db: Database.Database;
     try {
@@ -127,9 +165,8 @@ export class SqliteRoomStore implements RoomStore {
       setHead: this.db.prepare(
         "INSERT INTO rooms (room, head) VALUES (?, ?) ON CONFLICT(room) DO UPDATE SET head = excluded.head",
       ),
-      insert: this.db.prepare(
-        "INSERT INTO messages (room, seq, id, user, text, ts) VALUES (@room, @seq, @id, @user, @text, @ts)",
-      ),
+      // Positional parameters: binding by name costs a property lookup per column per row (15 % of a bulk restore).
+      insert: this.db.prepare("INSERT INTO messages (room, seq, id, user, text, ts) VALUES (?, ?, ?, ?, ?, ?)"),
       findSend: this.db.prepare<[string, string, string], SendRecord>(
         "SELECT seq, ts FROM messages WHERE room = ? AND user = ? AND id = ?",
       ),
@@ -141,6 +178,10 @@ export class SqliteRoomStore implements RoomStore {
       ),
       rooms: this.db.prepare<[], { room: string }>("SELECT room FROM rooms WHERE head > 0 ORDER BY room"),
       roomCount: this.db.prepare<[], { n: number }>("SELECT count(*) AS n FROM rooms WHERE head > 0"),
+      chunkStart: this.db
+        .prepare<[string, number], number>("SELECT seq FROM messages WHERE room = ? ORDER BY seq DESC LIMIT 1 OFFSET ?")
+        .pluck(),
+      deleteFrom: this.db.prepare("DELETE FROM messages WHERE room = ? AND seq >= ?"),
       deleteMessages: this.db.prepare("DELETE FROM messages WHERE room = ?"),
       deleteRoom: this.db.prepare("DELETE FROM rooms WHERE room = ?"),
       deleteCheckpoint: this.db.prepare("DELETE FROM checkpoints WHERE room = ?"),
@@ -156,38 +197,54 @@ export class SqliteRoomStore implements RoomStore {
       for (const [room, record] of records) this.stmt.setCheckpoint.run({ room, ...record });
     });
     this.deleteTx = this.db.transaction((room: string) => {
-      this.pendingCheckpoints.delete(room);
       this.stmt.deleteMessages.run(room);
       this.stmt.deleteRoom.run(room);
       this.stmt.deleteCheckpoint.run(room);
     });
-    if (file !== ":memory:") {
-      this.writer = new Worker(new URL("./sqlite-writer.worker.js", import.meta.url), { workerData: { file, threadId: this.writerThread } });
-      // A group commit answers all of its requests in one message (`ids`); everything else answers alone.
-      this.writer.on("message", (m: { id?: number; ids?: number[]; ok: boolean; message?: string; code?: string }) => {
-        for (const id of m.ids ?? [m.id!]) {
-          const w = this.waiting.get(id);
-          if (w === undefined) continue;
-          this.waiting.delete(id);
-          if (m.ok) w.resolve();
-          else w.reject(Object.assign(new Error(m.message ?? "SQLite write failed"), { code: m.code }));
+    // The room's newest rows, the head lowered below them: every state in between is the room's first messages,
+    // so a crash in the middle leaves a shorter room that the rebuild on start completes from its chain.
+    this.deleteChunkTx = this.db.transaction((room: string) => {
+      const from = this.stmt.chunkStart.get(room, DELETE_CHUNK - 1);
+      if (from === undefined) return false;
+      this.stmt.deleteFrom.run(room, from);
+      this.stmt.setHead.run(room, from - 1);
+      return true;
+    });
+    this.appendTx = this.db.transaction((messages: readonly StoredMessage[]) => {
+      const heads = new Map<string, { before: number; last: number }>();
+      for (const m of messages) {
+        let head = heads.get(m.room);
+        if (head === undefined) {
+          const before = this.writtenHead(m.room);
+          heads.set(m.room, (head = { before, last: before }));
         }
+        if (m.seq !== head.last + 1) {
+          throw new Error(`room ${m.room}: append seq ${m.seq} but expected ${head.last + 1} (gap or second writer)`);
+        }
+        this.stmt.insert.run(m.room, m.seq, m.id, m.user, m.text, m.ts);
+        head.last = m.seq;
+      }
+      for (const [room, head] of heads) this.stmt.setHead.run(room, head.last);
+      return heads;
+    });
+    if (file !== ":memory:") {
+      this.wal = new WalSync(`${file}-wal`, options.syncFile);
+      this.checkpointer = new Worker(new URL("./sqlite-checkpointer.worker.js", import.meta.url), {
+        workerData: { file, threadId: this.checkpointerThread },
       });
-      this.writer.on("error", (err) => {
+      this.checkpointer.on("message", (m: CheckpointerReply) => {
+        const w = this.waiting.get(m.id);
+        if (w === undefined) return;
+        this.waiting.delete(m.id);
+        if (m.ok) w.resolve(m);
+        else w.reject(Object.assign(new Error(m.message ?? "SQLite checkpoint failed"), { code: m.code }));
+      });
+      this.checkpointer.on("error", (err) => {
         for (const w of this.waiting.values()) w.reject(err);
         this.waiting.clear();
       });
-      this.writer.unref();
+      this.checkpointer.unref();
     }
-    this.appendTx = this.db.transaction((messages: readonly StoredMessage[]) => {
-      checkContiguous(messages, (room) => this.head(room));
-      const heads = new Map<string, number>();
-      for (const m of messages) {
-        this.stmt.insert.run(m);
-        heads.set(m.room, m.seq);
-      }
-      for (const [room, head] of heads) this.stmt.setHead.run(room, head);
-    });
     const keysAfter = this.db
       .prepare<[string, string, string, number], [string, string, string]>(
         "SELECT room, user, id FROM messages WHERE (room, user, id) > (?, ?, ?) ORDER BY room, user, id LIMIT ?",
@@ -199,9 +256,9 @@ export class SqliteRoomStore implements RoomStore {
     );
   }
 
-  /** The writer thread's OS thread id, once it has started (file databases on Linux). */
-  get writerThreadId(): number | undefined {
-    return threadIdIn(this.writerThread);
+  /** The checkpointer thread's OS thread id, once it has started (file databases on Linux). */
+  get checkpointerThreadId(): number | undefined {
+    return threadIdIn(this.checkpointerThread);
   }
 
   /** True once every key of the file is known in memory (for tests and status). */
@@ -214,119 +271,151 @@ export class SqliteRoomStore implements RoomStore {
     return this.keys.size;
   }
 
+  /** The latest durable seq (what readers may see). */
   head(room: string): number {
+    return this.unsynced.visible(room) ?? this.writtenHead(room);
+  }
+
+  /** The latest seq in the file, durable or not (what the next write continues). */
+  private writtenHead(room: string): number {
     return this.stmt.head.get(room)?.head ?? 0;
   }
 
+  /**
+   * Finds unsynced sends too: a retry can only race its original while the room actor still holds the original
+   * in flight (and answers with its promise), so this never acknowledges a send before it is durable.
+   */
   findSend(room: string, user: string, id: string): SendRecord | undefined {
     if (!this.keys.mayHold(room, user, id)) return undefined;
     return this.stmt.findSend.get(room, user, id);
   }
 
+  /** Commits and, for a file, waits for the fsync with the event loop blocked (tests and tools; nodes use appendAsync). */
   append(messages: readonly StoredMessage[]): void {
     if (messages.length === 0) return;
-    this.keys.added(messages);
+    this.failIfBroken();
     this.appendTx(messages);
+    this.keys.added(messages);
+    this.wal?.flushSync();
     this.tails.committed(messages);
   }
 
-  skipTo(room: string, seq: number): void | Promise<void> {
-    if (seq <= this.head(room)) return;
-    if (this.writer !== undefined) return this.forgetting([room], this.request({ op: "skip", room, seq }));
-    this.tails.forget(room);
-    this.stmt.setHead.run(room, seq);
-  }
-
+  /**
+   * Commits now and resolves once the commit is durable. `bulk` and `grouped` appends (restores, handed-off
+   * tails) are not the room's latest commits as its tail saw them, so the room's tail is dropped.
+   */
   appendAsync(messages: readonly StoredMessage[], options?: { bulk?: boolean; grouped?: boolean }): Promise<void> {
     if (messages.length === 0) return Promise.resolve();
-    if (options?.bulk !== true && options?.grouped !== true) {
-      if (this.writer === undefined) return Promise.resolve(this.append(messages));
-      return this.keys.writing(messages, this.request({ op: "append", messages, bulk: false })).then(() => this.tails.committed(messages));
-    }
-    const rooms = [...new Set(messages.map((m) => m.room))];
-    if (this.writer === undefined) {
+    const plain = options?.bulk !== true && options?.grouped !== true;
+    if (this.wal === undefined) {
       this.append(messages);
-      for (const room of rooms) this.tails.forget(room);
+      if (!plain) for (const m of messages) this.tails.forget(m.room);
       return Promise.resolve();
     }
-    // Many rooms restored or taken over at once, a segment or a tail per call: the calls of one turn share one
-    // transaction (a rebuild's bottleneck is the writer thread; a takeover's, one fsync per room).
-    const bulk = options?.bulk === true;
-    return this.forgetting(
-      rooms,
-      this.keys.writing(
-        messages,
-        new Promise((resolve, reject) => {
-          if (this.groupParts.length === 0) setImmediate(() => this.flushGroups());
-          this.groupParts.push({ messages, bulk, resolve, reject });
-        }),
-      ),
+    let written: Written;
+    try {
+      this.failIfBroken();
+      const heads = this.appendTx(messages);
+      this.keys.added(messages);
+      written = [...heads].map(([room, h]) => [this.unsynced.wrote(room, h.before, h.last), h.last] as const);
+      if (!plain) for (const room of heads.keys()) this.tails.forget(room);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.durable(written).then(() => {
+      if (plain) this.tails.committed(messages);
+    });
+  }
+
+  skipTo(room: string, seq: number): void | Promise<void> {
+    const before = this.writtenHead(room);
+    if (seq <= before) return;
+    this.tails.forget(room);
+    if (this.wal === undefined) return void this.stmt.setHead.run(room, seq);
+    try {
+      this.failIfBroken();
+      this.stmt.setHead.run(room, seq);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.durable([[this.unsynced.wrote(room, before, seq), seq]]);
+  }
+
+  /** Resolves once what was written so far is durable, then lets readers see the rooms written up to their heads. */
+  private durable(written: Written): Promise<void> {
+    return this.wal!.flush().then(() => {
+      for (const [room, head] of written) this.unsynced.synced(room, head);
+      this.checkpointSoon();
+    });
+  }
+
+  private failIfBroken(): void {
+    const failed = this.wal?.failed;
+    if (failed !== undefined) throw failed;
+  }
+
+  /**
+   * Folds the log into the file now and empties it (after a rebuild or a rebalance's copy, before the rooms are
+   * served: the first reads would otherwise walk a log of a quarter of a million messages). The checkpointer
+   * thread copies the bulk; the event loop then copies what was committed meanwhile and truncates the log.
+   */
+  async compact(): Promise<void> {
+    if (this.checkpointer !== undefined) await this.checkpoint();
+    if (this.checkpointing === undefined && this.db.open) this.db.pragma("wal_checkpoint(TRUNCATE)");
+  }
+
+  /** A checkpoint on the checkpointer thread, after the one running. */
+  private checkpoint(): Promise<CheckpointerReply> {
+    const run = (): Promise<CheckpointerReply> => this.post({ op: "checkpoint" });
+    const next = (this.checkpointing ?? Promise.resolve()).then(run, run);
+    this.checkpointing = next;
+    const done = () => {
+      if (this.checkpointing === next) this.checkpointing = undefined;
+    };
+    next.then(done, done);
+    return next;
+  }
+
+  /** After commits: a checkpoint round once a second (SQLite's own are off on this connection). */
+  private checkpointSoon(): void {
+    if (this.checkpointer === undefined || this.checkpointing !== undefined) return;
+    const now = Date.now();
+    if (now - this.lastCheckpointAt < CHECKPOINT_EVERY_MS) return;
+    this.lastCheckpointAt = now;
+    this.checkpoint().then(
+      (reply) => {
+        if (reply.log < (this.options.logLimitFrames ?? LOG_LIMIT_FRAMES) || this.checkpointing !== undefined || !this.db.open) return;
+        try {
+          this.db.pragma("wal_checkpoint(PASSIVE)");
+        } catch {
+          // An I/O error here fails no write (the log holds everything); the next round tries again.
+        }
+      },
+      () => {},
     );
   }
 
   /**
-   * A write on its way to the writer that is not a plain commit: the rooms' tails (and a delete's checkpoint
-   * records) are unknown from now until it has landed or failed.
-   */
-  private forgetting(rooms: readonly string[], write: Promise<void>, deletes = false): Promise<void> {
-    const forget = () => {
-      for (const room of rooms) this.tails.forget(room);
-      if (deletes) for (const room of rooms) this.checkpointsInFile.delete(room);
-    };
-    forget();
-    return write.then(forget, (err: unknown) => {
-      forget();
-      throw err;
-    });
-  }
-
-  /** Sends the pending grouped appends, one transaction per kind; a failed one is retried part by part. */
-  private flushGroups(): void {
-    const parts = this.groupParts.splice(0);
-    if (parts.length === 0) return;
-    const send = (group: typeof parts, bulk: boolean) =>
-      this.post({ op: "append", messages: group.length === 1 ? group[0]!.messages : group.flatMap((p) => p.messages), bulk });
-    for (const bulk of [true, false]) {
-      const group = parts.filter((p) => p.bulk === bulk);
-      if (group.length === 0) continue;
-      send(group, bulk).then(
-        () => group.forEach((p) => p.resolve()),
-        (err: unknown) => {
-          if (group.length === 1) return group[0]!.reject(err);
-          for (const p of group) send([p], bulk).then(p.resolve, p.reject);
-        },
-      );
-    }
-  }
-
-  compact(): Promise<void> {
-    if (this.writer !== undefined) return this.request({ op: "compact" });
-    this.db.pragma("wal_checkpoint(TRUNCATE)");
-    return Promise.resolve();
-  }
-
-  /**
    * A companion set of tables in the same file (the replica copy, shards/replica-store-sqlite.ts): its schema
-   * is created on this connection, which it reads through; its writes run in the writer thread like every
-   * other write here, in order with them (a second writing connection would wait on the file's lock with the
-   * event loop blocked).
+   * is created on this connection, and its writes commit here too, in order with the rooms' writes, and resolve
+   * once durable.
    */
   companion(schema: string): SqliteCompanion {
     this.db.exec(schema);
     return {
       db: this.db,
       write: (statements) => {
-        const trespass = statements.find(([sql]) => this.touchesRoomTables(sql));
-        if (trespass !== undefined) return Promise.reject(new Error(`a companion may not write the rooms' tables: ${trespass[0]}`));
-        if (this.writer !== undefined) return this.request({ op: "tx", statements });
         try {
+          const trespass = statements.find(([sql]) => this.touchesRoomTables(sql));
+          if (trespass !== undefined) throw new Error(`a companion may not write the rooms' tables: ${trespass[0]}`);
+          this.failIfBroken();
           this.db.transaction(() => {
             for (const [sql, params] of statements) this.statement(sql).run(...params);
           })();
-          return Promise.resolve();
         } catch (err) {
           return Promise.reject(err);
         }
+        return this.wal === undefined ? Promise.resolve() : this.durable([]);
       },
     };
   }
@@ -344,23 +433,19 @@ export class SqliteRoomStore implements RoomStore {
     return s;
   }
 
-  private request(msg: object): Promise<void> {
-    // Requests reach the writer in the order they were made: pending grouped appends go first.
-    this.flushGroups();
-    return this.post(msg);
-  }
-
-  private post(msg: object): Promise<void> {
-    const writer = this.writer!;
+  private post(msg: object): Promise<CheckpointerReply> {
+    const checkpointer = this.checkpointer!;
     return new Promise((resolve, reject) => {
       const id = ++this.nextRequest;
       this.waiting.set(id, { resolve, reject });
-      writer.postMessage({ id, ...msg });
+      checkpointer.postMessage({ id, ...msg });
     });
   }
 
   history(room: string, query: HistoryQuery): StoredMessage[] {
-    const before = query.before ?? Number.MAX_SAFE_INTEGER;
+    let before = query.before ?? Number.MAX_SAFE_INTEGER;
+    const visible = this.unsynced.visible(room);
+    if (visible !== undefined) before = Math.min(before, visible + 1);
     if (query.after === undefined && query.before !== undefined) {
       return this.stmt.before.all(room, before, query.limit).reverse();
     }
@@ -375,15 +460,26 @@ export class SqliteRoomStore implements RoomStore {
     return this.stmt.roomCount.get()?.n ?? 0;
   }
 
-  deleteRoom(room: string): void | Promise<void> {
+  async deleteRoom(room: string): Promise<void> {
+    this.failIfBroken();
     this.pendingCheckpoints.delete(room);
-    const rows = this.head(room);
-    // Through the writer thread when there is one: a write here would wait (blocking) for its lock.
-    if (this.writer !== undefined) return this.forgetting([room], this.request({ op: "delete", room }), true).then(() => this.keys.removed(rows));
-    this.tails.forget(room);
-    this.checkpointsInFile.delete(room);
+    const rows = this.writtenHead(room);
+    const forget = () => {
+      this.unsynced.forget(room);
+      this.tails.forget(room);
+      this.checkpointsInFile.delete(room);
+    };
+    forget();
+    if (this.wal !== undefined) {
+      while (this.deleteChunkTx(room)) {
+        await nextTurn();
+        forget(); // a write may have come in between (none should: the room is not served while it is replaced)
+      }
+    }
     this.deleteTx(room);
+    forget();
     this.keys.removed(rows);
+    if (this.wal !== undefined) await this.durable([]);
   }
 
   checkpointOf(room: string): CheckpointRecord | undefined {
@@ -396,7 +492,7 @@ export class SqliteRoomStore implements RoomStore {
 
   /**
    * Checkpoint records are advisory (a lost one only makes a restart re-read the manifest), so they are
-   * written in one transaction per event-loop turn rather than one fsync per room.
+   * written in one transaction per event-loop turn, and made durable by the next commit's sync.
    */
   setCheckpoint(room: string, record: CheckpointRecord): void {
     if (this.pendingCheckpoints.size === 0) setImmediate(() => this.flushCheckpoints());
@@ -404,54 +500,60 @@ export class SqliteRoomStore implements RoomStore {
   }
 
   private flushCheckpoints(): void {
-    if (this.pendingCheckpoints.size === 0 || !this.db.open) return;
+    if (this.pendingCheckpoints.size === 0 || !this.db.open || this.wal?.failed !== undefined) return;
     const records = [...this.pendingCheckpoints];
-    if (this.writer !== undefined) {
-      // Through the writer thread like every other write; pending ones stay readable until written.
-      void this.request({ op: "checkpoints", records }).then(
-        () => {
-          for (const [room, r] of records) {
-            this.checkpointsInFile.set(room, r);
-            if (this.pendingCheckpoints.get(room) === r) this.pendingCheckpoints.delete(room);
-          }
-        },
-        () => {},
-      );
-      return;
-    }
     this.pendingCheckpoints.clear();
     this.checkpointTx(records);
     for (const [room, r] of records) this.checkpointsInFile.set(room, r);
   }
 
+  /** Rooms whose durable head is above their checkpointed seq. */
   uncheckpointed(): RoomHeads[] {
     const rows = this.stmt.uncheckpointed.all();
-    // Records still on their way to the writer count too.
-    return rows.filter((r) => (this.pendingCheckpoints.get(r.room)?.seq ?? 0) < r.head);
+    const result: RoomHeads[] = [];
+    for (const r of rows) {
+      const head = this.unsynced.visible(r.room) ?? r.head;
+      if (head > r.checkpointed) result.push(head === r.head ? r : { ...r, head });
+    }
+    return result;
   }
 
-  /** Writes what is pending, stops the writer thread and closes both connections. */
+  /** Writes what is pending, makes it durable, stops the checkpointer thread and closes the connection. */
   async closeAsync(): Promise<void> {
-    if (this.writer !== undefined && this.db.open) {
-      if (this.pendingCheckpoints.size > 0) await this.request({ op: "checkpoints", records: [...this.pendingCheckpoints] }).catch(() => {});
-      await this.request({ op: "close" }).catch(() => {});
+    if (this.db.open) {
+      this.flushCheckpoints();
+      await this.wal?.flush().catch(() => {});
+      if (this.checkpointer !== undefined) await this.post({ op: "close" }).catch(() => {});
     }
     this.close();
   }
 
   close(): void {
-    if (this.writer === undefined) this.flushCheckpoints();
-    else void this.writer.terminate();
+    if (this.db.open) this.flushCheckpoints();
+    if (this.checkpointer !== undefined) void this.checkpointer.terminate();
+    this.wal?.close();
     if (this.db.open) this.db.close();
   }
+}
+
+interface CheckpointerReply {
+  readonly id: number;
+  readonly ok: boolean;
+  /** A checkpoint's: frames in the log as the checkpoint began (it copied them all). */
+  readonly log: number;
+  readonly message?: string;
+  readonly code?: string;
 }
 
 function openDatabase(file: string): Database.Database {
   const db = new Database(file);
   try {
     db.pragma("journal_mode = WAL");
-    // FULL: the WAL is fsynced at every commit, so an acknowledged send survives power loss (invariant 3).
-    db.pragma("synchronous = FULL");
+    // NORMAL: a commit writes its log frames without syncing them; the store acknowledges it only after WalSync
+    // has synced the log (invariant 3: an acknowledged send survives power loss, as with FULL). The checkpoints
+    // run on the checkpointer thread, never in a commit here.
+    db.pragma("synchronous = NORMAL");
+    db.pragma("wal_autocheckpoint = 0");
     db.pragma("busy_timeout = 5000");
     db.exec(SCHEMA);
     db.prepare("SELECT count(*) FROM rooms").get();

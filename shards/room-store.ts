@@ -58,16 +58,15 @@ export interface RoomStore {
   findSend(room: string, user: string, id: string): SendRecord | undefined;
   append(messages: readonly StoredMessage[]): void;
   /**
-   * The same as `append`, done off the event loop where the implementation can (resolves once durable).
-   * Calls are applied in the order they are made. `bulk`: copies of data that is durable elsewhere (a restore
-   * from the checkpoint chain), which may skip the per-batch fsync. `bulk` and `grouped` appends made in one
-   * event-loop turn may share one transaction (many rooms restored or taken over at once); a group that fails
-   * is retried part by part, so one bad part fails alone.
+   * The same as `append`, resolving once durable, with the waiting for the disk off the event loop where the
+   * implementation can. Calls are applied in the order they are made, each one all or nothing. `bulk`: copies
+   * of data that is durable elsewhere (a restore from the checkpoint chain); `grouped`: a takeover's tail. Both
+   * are not the room's own latest commits (caches of them are dropped).
    */
   appendAsync?(messages: readonly StoredMessage[], options?: { bulk?: boolean; grouped?: boolean }): Promise<void>;
   /**
-   * Makes bulk appends durable and folds the write-ahead log into the file (after a rebuild or a rebalance's
-   * copy, before the rooms are served: a large log slows every later read and the next commit).
+   * Folds the write-ahead log into the file (after a rebuild or a rebalance's copy, before the rooms are served:
+   * a large log slows every later read).
    */
   compact?(): Promise<void>;
   history(room: string, query: HistoryQuery): StoredMessage[];

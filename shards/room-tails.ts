@@ -1,11 +1,11 @@
 /**
- * The latest committed messages of each room, as the owner's event loop saw them committed. History reads that
- * fall inside a tail (a checkpoint round writing the messages since the last one, a feed filling a gap, a client
- * resuming a few messages back) are answered from memory: SQLite's read connection drops its page cache after
- * every commit of the writer thread (WAL), so under load each small read re-reads its pages from the file, and
- * those reads were the event loop's largest cost after socket writes and gRPC.
+ * The latest durable messages of each room, as the owner's event loop saw them become durable. History reads
+ * that fall inside a tail (a checkpoint round writing the messages since the last one, a feed filling a gap, a
+ * client resuming a few messages back) are answered from memory. They were the event loop's largest cost after
+ * socket writes and gRPC while commits ran on a writer thread (until session 16: each of its commits emptied the
+ * reading connection's page cache); from memory they still skip the statement and the row decoding.
  *
- * A tail is contiguous and ends at the room's head as of the last commit this thread saw; it only grows by
+ * A tail is contiguous and ends at the room's head as of the last commit that became durable; it only grows by
  * commits. Any other write to the room (a restore, a takeover's tail, a skip, a delete) must `forget` it, so a
  * tail never holds what the file does not.
  */
@@ -55,9 +55,9 @@ export class RoomTails {
    * Messages with `after` < seq < `before`, ascending, at most `limit`; undefined unless the tail holds the whole
    * answer: it starts by `after + 1` and has either `limit` messages from there or every seq below `before`.
    *
-   * Never an answer that stops at the tail's end: the file can be ahead of the tail (the writer thread has
-   * committed messages whose answer this thread has not processed yet, and `head()` reads the file). A short
-   * answer there once made a checkpoint round record a gap over acknowledged messages.
+   * Never an answer that stops at the tail's end: the file can be ahead of the tail (a room whose tail was
+   * dropped, or beyond the memory limit, and started again later). A short answer there once made a checkpoint
+   * round record a gap over acknowledged messages.
    */
   range(room: string, after: number, before: number, limit: number): StoredMessage[] | undefined {
     const tail = this.tails.get(room);

@@ -1,9 +1,9 @@
 /**
  * Which idempotency keys `(room, user, send id)` a node's room file may hold: a Bloom filter, so that the dedupe
  * lookup of a send (DESIGN.md invariant 4) asks SQLite only when the key may have been written. Almost every
- * send is new, and that lookup was the largest own item of the owner's event loop under load: every commit on
- * the writer thread discards the reading connection's page cache, so each lookup re-read its index pages
- * (~45 µs in the fan-out benchmark, 8 µs with a warm cache).
+ * send is new, and that lookup was the largest own item of the owner's event loop under load while commits ran
+ * on a writer thread (until session 16: each of its commits emptied the reading connection's page cache, so each
+ * lookup re-read its index pages, ~45 µs in the fan-out benchmark); with a warm cache it still costs ~8 µs.
  *
  * `mayHold` is false only for a key never added (no false negatives); a false positive costs the SQLite lookup
  * the filter would have saved. Keys of deleted rooms stay in (more false positives, never a wrong answer)

@@ -151,18 +151,18 @@ describe("cluster: HTTP API", function () {
     }
   });
 
-  it("/metrics reports CPU time per thread: the event loop, the SQLite writer, the object store's thread, the rest", async function () {
+  it("/metrics reports CPU time per thread: the event loop, the SQLite checkpointer, the object store's thread, the rest", async function () {
     // Every node has committed messages by now (earlier tests), so each of its threads has run.
     for (const n of cluster().nodes) {
       const text = (await http(`${n.httpUrl}/metrics`)).text;
       const seconds = (thread: string) => Number(new RegExp(`^fractal_thread_cpu_seconds_total\\{[^}]*thread="${thread}"[^}]*\\} (\\S+)$`, "m").exec(text)?.[1]);
       expect(seconds("main"), `${n.id} main`).to.be.greaterThan(0.1);
-      expect(seconds("sqlite-writer"), `${n.id} sqlite-writer`).to.be.greaterThan(0);
+      expect(seconds("sqlite-checkpointer"), `${n.id} sqlite-checkpointer`).to.be.greaterThan(0);
       expect(seconds("object-store"), `${n.id} object-store`).to.be.greaterThan(0);
       expect(seconds("other"), `${n.id} other`).to.be.greaterThan(0);
       // The parts add up to the process's CPU time as the kernel counts it (read after the scrape).
       const total = statCpuSeconds(`/proc/${n.pid}/stat`) ?? 0;
-      const sum = ["main", "sqlite-writer", "object-store", "other"].reduce((a, t) => a + seconds(t), 0);
+      const sum = ["main", "sqlite-checkpointer", "object-store", "other"].reduce((a, t) => a + seconds(t), 0);
       expect(sum, `${n.id}: threads ${sum.toFixed(2)} s, process ${total.toFixed(2)} s`).to.be.within(total * 0.9 - 0.1, total + 0.05);
     }
   });

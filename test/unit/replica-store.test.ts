@@ -10,7 +10,7 @@ after(() => {
 });
 
 replicaStoreContract("memory", () => ({ store: new MemoryReplicaStore() }));
-replicaStoreContract("sqlite file (the node's rooms.db, written by its writer thread)", () => {
+replicaStoreContract("sqlite file (the node's rooms.db, written on its connection, synced with its commits)", () => {
   const dir = mkdtempSync(join(tmpdir(), "fractal-replica-"));
   dirs.push(dir);
   const file = join(dir, "rooms.db");

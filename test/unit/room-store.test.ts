@@ -1,9 +1,10 @@
 import { expect } from "chai";
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, fdatasync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { MemoryRoomStore, SqliteRoomStore } from "../../shards/index.js";
+import type { SyncFile } from "../../shards/wal-sync.js";
 import { roomStoreContract } from "./room-store.contract.js";
 
 const dirs: string[] = [];
@@ -44,7 +45,7 @@ describe("SqliteRoomStore", () => {
 });
 
 describe("SqliteRoomStore bulk appends (restores)", () => {
-  it("commits the bulk appends of one turn together, and a bad one fails alone without taking the others down", async () => {
+  it("bulk appends of one turn: a bad one fails alone without taking the others down", async () => {
     const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
     dirs.push(dir);
     const store = new SqliteRoomStore(join(dir, "rooms.db"));
@@ -59,7 +60,7 @@ describe("SqliteRoomStore bulk appends (restores)", () => {
     ]);
     expect(results.map((r) => r.status)).to.deep.equal(["fulfilled", "fulfilled", "rejected", "fulfilled"]);
     expect(["a", "b", "c", "d"].map((r) => store.head(r))).to.deep.equal([100, 50, 0, 3]);
-    // A request made after bulk appends reaches the writer after them (the skip sees b at 50, not 0).
+    // Writes apply in the order they are made (the skip sees b at 60, and skips to 70).
     const appended = store.appendAsync(msgs("b", 51, 60), { bulk: true });
     await store.skipTo("b", 70);
     await appended;
@@ -69,15 +70,15 @@ describe("SqliteRoomStore bulk appends (restores)", () => {
   });
 });
 
-describe("SqliteRoomStore group commit (writer thread)", () => {
-  it("commits the batches that queued during a commit together; a batch with a gap fails alone, and so do the later batches of its room", async () => {
+describe("SqliteRoomStore group commit", () => {
+  it("batches handed over in one turn: a batch with a gap fails alone, and so does a later batch continuing its room", async () => {
     const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
     dirs.push(dir);
     const file = join(dir, "rooms.db");
     const store = new SqliteRoomStore(file);
     const msg = (room: string, seq: number) => ({ room, seq, id: `${room}${seq}`, user: "u", text: "t", ts: seq });
     store.setCheckpoint("b", { seq: 1, version: "v", at: 1 }); // an advisory record, written with the appends
-    // Handed over in one turn, as the commit queue does when batches wait behind a slow fsync.
+    // Handed over in one turn, as the commit queue does when batches wait behind a slow fsync (one sync for all).
     const results = await Promise.allSettled([
       store.appendAsync([msg("a", 1), msg("b", 1)]),
       store.appendAsync([msg("a", 2)]),
@@ -93,13 +94,13 @@ describe("SqliteRoomStore group commit (writer thread)", () => {
     expect(reopened.checkpointOf("b")?.seq).to.equal(1);
     reopened.close();
   });
-  it("answers every batch of a group that commits together, and only once it is in the file", async () => {
+  it("answers every batch of a turn, and only once it is in the file", async () => {
     const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
     dirs.push(dir);
     const file = join(dir, "rooms.db");
     const store = new SqliteRoomStore(file);
     const msg = (room: string, seq: number) => ({ room, seq, id: `${room}${seq}`, user: "u", text: "t", ts: seq });
-    await store.appendAsync([msg("a", 1)]); // the writer is idle again: the next turn's batches queue together
+    await store.appendAsync([msg("a", 1)]); // no sync runs: the next turn's batches share the next one
     const order: string[] = [];
     const batches = [[msg("a", 2)], [msg("b", 1), msg("a", 3)], [msg("c", 1)], [msg("b", 2)]];
     await Promise.all(batches.map((b, i) => store.appendAsync(b).then(() => order.push(`batch ${i}`))));
@@ -185,6 +186,98 @@ describe("SqliteRoomStore compact", () => {
     await store.closeAsync();
     const reopened = new SqliteRoomStore(file);
     expect(["a", "b", "c"].map((r) => reopened.head(r))).to.deep.equal([2001, 2000, 2000]);
+    reopened.close();
+  });
+});
+
+describe("SqliteRoomStore durability (commits on the event loop, the log synced on the thread pool)", () => {
+  const msgs = (room: string, from: number, to: number, text = "t") =>
+    Array.from({ length: to - from + 1 }, (_, i) => ({ room, seq: from + i, id: `i${from + i}`, user: "u", text: `${text}${from + i}`, ts: from + i }));
+
+  it("a failed sync: nothing it covered is acknowledged or shown, and the store refuses every later write", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
+    dirs.push(dir);
+    let failing = false;
+    const syncFile: SyncFile = (fd, done) => (failing ? done(Object.assign(new Error("EIO: i/o error"), { code: "EIO" })) : fdatasync(fd, done));
+    const store = new SqliteRoomStore(join(dir, "rooms.db"), { syncFile });
+    await store.appendAsync(msgs("a", 1, 2));
+    failing = true;
+    const failed = await store.appendAsync(msgs("a", 3, 3)).then(() => undefined, (e: Error) => e);
+    expect(failed?.message).to.match(/write-ahead log could not be synced \(EIO/);
+    expect(store.head("a")).to.equal(2);
+    expect(store.history("a", { after: 0, limit: 10 }).map((m) => m.seq)).to.deep.equal([1, 2]);
+    expect(store.uncheckpointed().map((r) => [r.room, r.head])).to.deep.equal([["a", 2]]);
+    failing = false; // even a disk that recovered: what the kernel dropped cannot be known
+    for (const write of [() => store.appendAsync(msgs("b", 1, 1)), () => store.skipTo("a", 10), () => store.deleteRoom("a")]) {
+      expect((await Promise.resolve().then(write).then(() => undefined, (e: Error) => e))?.message).to.match(/could not be synced/);
+    }
+    expect(() => store.append(msgs("b", 1, 1))).to.throw(/could not be synced/);
+    expect(store.head("b")).to.equal(0);
+    expect(store.head("a")).to.equal(2);
+    store.close();
+  });
+
+  it("deletes a large room a chunk per event-loop turn from its newest rows: every state in between is the room's first messages", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
+    dirs.push(dir);
+    const file = join(dir, "rooms.db");
+    const store = new SqliteRoomStore(file);
+    await store.appendAsync(msgs("big", 1, 12_345), { bulk: true });
+    await store.appendAsync(msgs("small", 1, 3));
+    store.setCheckpoint("big", { seq: 12_000, version: "v", at: 1 });
+    await new Promise((r) => setTimeout(r, 20));
+    const other = new Database(file, { readonly: true });
+    const state = other.prepare<[], { head: number | null; rows: number; top: number | null }>(
+      "SELECT (SELECT head FROM rooms WHERE room = 'big') AS head, count(*) AS rows, max(seq) AS top FROM messages WHERE room = 'big'",
+    );
+    let done = false;
+    const deleting = store.deleteRoom("big").then(() => (done = true));
+    const seen: { head: number | null; rows: number; top: number | null }[] = [];
+    while (!done) {
+      seen.push(state.get()!);
+      await new Promise((r) => setImmediate(r));
+    }
+    await deleting;
+    // The first look is before any chunk (deleteRoom runs its first chunk synchronously, so it is already gone).
+    expect(seen.length, "turns the delete took").to.be.greaterThan(2);
+    for (const s of seen) if (s.rows > 0) expect(s, "a prefix of the room").to.deep.equal({ head: s.rows, rows: s.rows, top: s.rows });
+    expect(state.get()).to.deep.equal({ head: null, rows: 0, top: null });
+    other.close();
+    expect(store.head("big")).to.equal(0);
+    expect(store.checkpointOf("big")).to.equal(undefined);
+    expect(store.history("small", { after: 0, limit: 10 }).map((m) => m.seq)).to.deep.equal([1, 2, 3]);
+    await store.appendAsync(msgs("big", 1, 2));
+    expect(store.history("big", { after: 0, limit: 10 }).map((m) => m.seq)).to.deep.equal([1, 2]);
+    await store.closeAsync();
+  });
+
+  it("folds the log into the file while commits go on, and the log starts over instead of growing with them", async function () {
+    // SQLite's own checkpoints are off on the event loop's connection, and the log starts over only at a write
+    // that finds all of it in the file, which a checkpointer thread alone never sees under steady commits.
+    this.timeout(30_000);
+    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
+    dirs.push(dir);
+    const file = join(dir, "rooms.db");
+    const store = new SqliteRoomStore(file, { logLimitFrames: 200 });
+    let head = 0;
+    const logSize = () => statSync(`${file}-wal`).size;
+    const started = Date.now();
+    let logAfter2s = 0;
+    while (Date.now() - started < 6000) {
+      await store.appendAsync(msgs("r", head + 1, head + 20, "x".repeat(200)));
+      head += 20;
+      if (logAfter2s === 0 && Date.now() - started >= 2000) logAfter2s = logSize();
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    const fileSize = statSync(file).size;
+    const logAtEnd = logSize(); // the file keeps its high-water size when the log starts over
+    expect(fileSize, "rows folded into the file while the store was open").to.be.greaterThan(head * 200 * 0.5);
+    // Growing with the commits, the log would be about 3 times its size after 2 s by now.
+    expect(logAtEnd, `log after 2 s ${logAfter2s} bytes, at 6 s ${logAtEnd} (${head} messages)`).to.be.lessThan(logAfter2s * 2);
+    await store.closeAsync();
+    const reopened = new SqliteRoomStore(file);
+    expect(reopened.head("r")).to.equal(head);
+    expect(reopened.history("r", { after: head - 2, limit: 5 }).map((m) => m.seq)).to.deep.equal([head - 1, head]);
     reopened.close();
   });
 });

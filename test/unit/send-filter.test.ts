@@ -156,7 +156,7 @@ describe("SqliteRoomStore dedupe lookups through the send filter", () => {
     await store.closeAsync();
   });
 
-  it("finds sends of an in-memory store (no writer thread) and of a room deleted and written again", async () => {
+  it("finds sends of an in-memory store (no log to sync) and of a room deleted and written again", async () => {
     const store = new SqliteRoomStore(":memory:");
     expect(store.sendKeysLoaded).to.equal(true);
     store.append([msg("r", 1), msg("r", 2)]);
@@ -185,15 +185,15 @@ describe("SqliteRoomStore dedupe lookups through the send filter", () => {
     await store.closeAsync();
   });
 
-  it("a fresh filter holds the sends that were on their way to the file when its reading began", async () => {
+  it("a fresh filter holds the sends written while a room was deleted and its reading began", async () => {
     const store = new SqliteRoomStore(tempFile());
     await store.appendAsync(rows("kept", 20_000), { bulk: true });
     let missed = 0;
     for (let round = 1; round <= 5; round++) {
       await store.appendAsync(rows(`gone${round}`, 50_000), { bulk: true });
       const before = store.sendKeys;
-      // In one turn: the delete (whose answer starts the reading) and a send behind it, which the writer thread
-      // commits while the event loop starts reading the file: "a0" sorts into its first page.
+      // In one turn: the delete (a chunk per turn; its end starts the reading) and a send, committed while the
+      // delete goes on: "a1" sorts into the fresh filter's first page.
       const deleted = store.deleteRoom(`gone${round}`);
       const sent = store.appendAsync([msg(`a${round}`, 1, "alice")]);
       await Promise.all([deleted, sent]);
