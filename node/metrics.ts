@@ -145,7 +145,7 @@ export class NodeMetrics {
     const reported = new Map<string, number>();
     new Counter({
       name: "fractal_thread_cpu_seconds_total",
-      help: "CPU time (user + system) per thread of the node: main (the event loop), sqlite-checkpointer, object-store, other (V8 and libuv helpers: the SQLite log's fsync runs there)",
+      help: "CPU time (user + system) per thread of the node: main (the event loop), sqlite-bulk, object-store, other (V8 and libuv helpers: the SQLite log's fsync runs there)",
       labelNames: ["thread"],
       registers,
       collect() {

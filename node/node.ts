@@ -190,7 +190,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     checkpointLag: () => checkpointer.lag(),
     degradedRooms: () => replicator?.degradedRooms() ?? 0,
     threads: {
-      "sqlite-checkpointer": () => store.checkpointerThreadId,
+      "sqlite-bulk": () => store.bulkThreadId,
       "object-store": () => (bulkObjects instanceof ThreadedObjectStore ? bulkObjects.threadId : undefined),
     },
   });

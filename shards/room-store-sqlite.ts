@@ -9,12 +9,13 @@
  * - Checkpointing and moving a room are row-based anyway (the messages since the last checkpoint, the
  *   messages of one room), which `(room, seq)` primary keys make a range scan.
  *
- * Threads: the event loop's one connection reads and writes (a commit is a few page writes into the log, well
- * under a millisecond, and one connection keeps its page cache across commits). What costs time goes elsewhere:
- * the fsync that makes commits durable runs on libuv's thread pool, one for every commit made meanwhile
- * (wal-sync.ts), and folding the log into the file runs on the checkpointer thread
- * (sqlite-checkpointer.worker.js). Until its sync has finished a commit is not acknowledged and not shown to
- * readers (unsynced-heads.ts).
+ * Threads: the event loop's connection reads and does the commits (a commit is a few page writes into the log,
+ * well under a millisecond, and one connection keeps its page cache across commits). What costs time goes
+ * elsewhere: the fsync that makes commits durable runs on libuv's thread pool, one for every commit made
+ * meanwhile (wal-sync.ts); folding the log into the file and restores' bulk appends run on the bulk thread
+ * (sqlite-bulk.worker.js). The file has one writer at a time: while a bulk append is on the thread, the loop's
+ * writes wait in order behind it (never for SQLite's lock, which would block the loop). Until its sync has
+ * finished a commit is not acknowledged and not shown to readers (unsynced-heads.ts).
  */
 import Database from "better-sqlite3";
 import { existsSync, mkdirSync, renameSync } from "node:fs";
@@ -90,7 +91,7 @@ const CHECKPOINT_EVERY_MS = 1000;
 /**
  * Log frames (pages, 4 KiB each) beyond which the event loop finishes a checkpoint itself (four times SQLite's
  * own autocheckpoint limit). The log starts over, and stops growing, only at a write that finds all of it in the
- * file; under steady commits the checkpointer thread never gets there (every round, new commits land behind it),
+ * file; under steady commits the bulk thread never gets there (every round, new commits land behind it),
  * so the loop copies the few frames written during the thread's round, its writes held by its being busy: one
  * fsync of the file, 4–5 ms every few seconds at 1,000 messages/s per node (the thread's round copies the rest).
  */
@@ -119,8 +120,8 @@ export class SqliteRoomStore implements RoomStore {
   private readonly keys: SendKeys;
   /** Rooms with commits not yet synced, and the heads readers see meanwhile. */
   private readonly unsynced = new UnsyncedHeads();
-  /** Where the checkpointer thread tells its OS thread id (for per-thread CPU in /metrics). */
-  private readonly checkpointerThread = threadIdSlot();
+  /** Where the bulk thread tells its OS thread id (for per-thread CPU in /metrics). */
+  private readonly bulkThreadSlot = threadIdSlot();
   /** Companion statements checked to leave the rooms' tables alone (a handful of constant strings). */
   private readonly companionSql = new Set<string>();
 
@@ -128,13 +129,17 @@ export class SqliteRoomStore implements RoomStore {
   readonly setAside: string | undefined;
   /** File databases: the group fsync of the log (in-memory ones are "durable" on commit). */
   private readonly wal: WalSync | undefined;
-  /** File databases: the thread that folds the log into the file. */
-  private readonly checkpointer: Worker | undefined;
-  private readonly waiting = new Map<number, { resolve: (reply: CheckpointerReply) => void; reject: (err: Error) => void }>();
+  /** File databases: the thread that folds the log into the file and commits bulk appends. */
+  private readonly bulk: Worker | undefined;
+  private readonly waiting = new Map<number, { resolve: (reply: BulkReply) => void; reject: (err: Error) => void }>();
   private nextRequest = 0;
-  /** The checkpoint running on the checkpointer thread, if any. */
-  private checkpointing: Promise<CheckpointerReply> | undefined;
+  /** The checkpoint running on the bulk thread, if any. */
+  private checkpointing: Promise<BulkReply> | undefined;
   private lastCheckpointAt = 0;
+  /** Writes waiting, in order, for the bulk append on the thread to commit (empty while the loop may write). */
+  private readonly writes: Write[] = [];
+  /** A bulk append is on the thread: the loop must not write. */
+  private bulkWriting = false;
 
   constructor(
     file: string,
@@ -229,21 +234,21 @@ export class SqliteRoomStore implements RoomStore {
     });
     if (file !== ":memory:") {
       this.wal = new WalSync(`${file}-wal`, options.syncFile);
-      this.checkpointer = new Worker(new URL("./sqlite-checkpointer.worker.js", import.meta.url), {
-        workerData: { file, threadId: this.checkpointerThread },
+      this.bulk = new Worker(new URL("./sqlite-bulk.worker.js", import.meta.url), {
+        workerData: { file, threadId: this.bulkThreadSlot },
       });
-      this.checkpointer.on("message", (m: CheckpointerReply) => {
+      this.bulk.on("message", (m: BulkReply) => {
         const w = this.waiting.get(m.id);
         if (w === undefined) return;
         this.waiting.delete(m.id);
         if (m.ok) w.resolve(m);
         else w.reject(Object.assign(new Error(m.message ?? "SQLite checkpoint failed"), { code: m.code }));
       });
-      this.checkpointer.on("error", (err) => {
+      this.bulk.on("error", (err) => {
         for (const w of this.waiting.values()) w.reject(err);
         this.waiting.clear();
       });
-      this.checkpointer.unref();
+      this.bulk.unref();
     }
     const keysAfter = this.db
       .prepare<[string, string, string, number], [string, string, string]>(
@@ -256,9 +261,9 @@ export class SqliteRoomStore implements RoomStore {
     );
   }
 
-  /** The checkpointer thread's OS thread id, once it has started (file databases on Linux). */
-  get checkpointerThreadId(): number | undefined {
-    return threadIdIn(this.checkpointerThread);
+  /** The bulk thread's OS thread id, once it has started (file databases on Linux). */
+  get bulkThreadId(): number | undefined {
+    return threadIdIn(this.bulkThreadSlot);
   }
 
   /** True once every key of the file is known in memory (for tests and status). */
@@ -301,8 +306,12 @@ export class SqliteRoomStore implements RoomStore {
   }
 
   /**
-   * Commits now and resolves once the commit is durable. `bulk` and `grouped` appends (restores, handed-off
-   * tails) are not the room's latest commits as its tail saw them, so the room's tail is dropped.
+   * Commits (now, unless a bulk append is on the thread) and resolves once the commit is durable. `bulk` appends
+   * (restores: copies of the checkpoint chain, for rooms not served meanwhile) commit on the bulk thread, the
+   * ones queued meanwhile together, and resolve once committed there, without a sync of their own: the chain
+   * holds them durably, a lost one is restored again, and the next sync of any commit covers them (the log is
+   * append-only); compact() after a rebuild syncs them at the latest. `bulk` and `grouped` appends (a takeover's
+   * tail) are not the room's latest commits as its tail saw them, so its tail is dropped.
    */
   appendAsync(messages: readonly StoredMessage[], options?: { bulk?: boolean; grouped?: boolean }): Promise<void> {
     if (messages.length === 0) return Promise.resolve();
@@ -312,33 +321,108 @@ export class SqliteRoomStore implements RoomStore {
       if (!plain) for (const m of messages) this.tails.forget(m.room);
       return Promise.resolve();
     }
-    let written: Written;
-    try {
-      this.failIfBroken();
+    if (options?.bulk === true) return this.bulkAppend(messages);
+    return this.write(() => {
       const heads = this.appendTx(messages);
       this.keys.added(messages);
-      written = [...heads].map(([room, h]) => [this.unsynced.wrote(room, h.before, h.last), h.last] as const);
       if (!plain) for (const room of heads.keys()) this.tails.forget(room);
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    return this.durable(written).then(() => {
-      if (plain) this.tails.committed(messages);
-    });
+      return [...heads].map(([room, h]) => [this.unsynced.wrote(room, h.before, h.last), h.last] as const);
+    }).then((written) =>
+      this.durable(written).then(() => {
+        if (plain) this.tails.committed(messages);
+      }),
+    );
   }
 
   skipTo(room: string, seq: number): void | Promise<void> {
-    const before = this.writtenHead(room);
-    if (seq <= before) return;
-    this.tails.forget(room);
-    if (this.wal === undefined) return void this.stmt.setHead.run(room, seq);
-    try {
-      this.failIfBroken();
-      this.stmt.setHead.run(room, seq);
-    } catch (err) {
-      return Promise.reject(err);
+    if (this.wal === undefined) {
+      if (seq <= this.writtenHead(room)) return;
+      this.tails.forget(room);
+      return void this.stmt.setHead.run(room, seq);
     }
-    return this.durable([[this.unsynced.wrote(room, before, seq), seq]]);
+    return this.write((): Written => {
+      const before = this.writtenHead(room);
+      if (seq <= before) return [];
+      this.tails.forget(room);
+      this.stmt.setHead.run(room, seq);
+      return [[this.unsynced.wrote(room, before, seq), seq]];
+    }).then((written) => (written.length > 0 ? this.durable(written) : undefined));
+  }
+
+  /**
+   * Runs a write on this connection: now, or once the bulk appends before it have committed on the thread (in
+   * the order the writes were made). Resolves with its result, or rejects with its error (the store broken by a
+   * failed sync refuses).
+   */
+  private write<T>(run: () => T): Promise<T> {
+    if (!this.bulkWriting && this.writes.length === 0) {
+      try {
+        this.failIfBroken();
+        return Promise.resolve(run());
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    return new Promise<T>((resolve, reject) => {
+      this.writes.push({
+        kind: "loop",
+        run: () => {
+          try {
+            this.failIfBroken();
+            resolve(run());
+          } catch (err) {
+            reject(err);
+          }
+        },
+      });
+    });
+  }
+
+  /** A bulk append, in order with the other writes; the bulk appends queued together commit in one transaction. */
+  private bulkAppend(messages: readonly StoredMessage[]): Promise<void> {
+    for (const m of messages) this.tails.forget(m.room);
+    const landed = new Promise<void>((resolve, reject) => {
+      this.writes.push({ kind: "bulk", messages, resolve, reject });
+      this.runWrites();
+    });
+    return this.keys.writing(messages, landed).then(() => {
+      // Readable since the thread committed; the room's tail may have been started by a read meanwhile.
+      for (const m of messages) this.tails.forget(m.room);
+    });
+  }
+
+  /** Runs the queued writes in order until one is a bulk append, which goes to the thread with those after it. */
+  private runWrites(): void {
+    while (!this.bulkWriting && this.writes.length > 0) {
+      if (this.writes[0]!.kind === "loop") {
+        (this.writes.shift() as LoopWrite).run();
+        continue;
+      }
+      const group: BulkWrite[] = [];
+      while (this.writes[0]?.kind === "bulk") group.push(this.writes.shift() as BulkWrite);
+      this.bulkWriting = true;
+      void this.commitBulk(group).finally(() => {
+        this.bulkWriting = false;
+        this.runWrites();
+      });
+    }
+  }
+
+  /** One transaction on the thread; if it fails, each part alone, so a bad part fails only itself. */
+  private async commitBulk(group: readonly BulkWrite[]): Promise<void> {
+    const post = (parts: readonly BulkWrite[]) => {
+      const broken = this.wal?.failed;
+      if (broken !== undefined) return Promise.reject(broken);
+      return this.post({ op: "append", messages: parts.length === 1 ? parts[0]!.messages : parts.flatMap((p) => p.messages) });
+    };
+    try {
+      await post(group);
+      for (const part of group) part.resolve();
+      return;
+    } catch (err) {
+      if (group.length === 1) return group[0]!.reject(err);
+    }
+    for (const part of group) await post([part]).then(() => part.resolve(), part.reject);
   }
 
   /** Resolves once what was written so far is durable, then lets readers see the rooms written up to their heads. */
@@ -360,13 +444,16 @@ export class SqliteRoomStore implements RoomStore {
    * thread copies the bulk; the event loop then copies what was committed meanwhile and truncates the log.
    */
   async compact(): Promise<void> {
-    if (this.checkpointer !== undefined) await this.checkpoint();
-    if (this.checkpointing === undefined && this.db.open) this.db.pragma("wal_checkpoint(TRUNCATE)");
+    if (this.bulk !== undefined) await this.checkpoint();
+    // A write: with the lock held by a bulk append on the thread, TRUNCATE would wait for it with the loop blocked.
+    await this.write(() => {
+      if (this.checkpointing === undefined && this.db.open) this.db.pragma("wal_checkpoint(TRUNCATE)");
+    });
   }
 
-  /** A checkpoint on the checkpointer thread, after the one running. */
-  private checkpoint(): Promise<CheckpointerReply> {
-    const run = (): Promise<CheckpointerReply> => this.post({ op: "checkpoint" });
+  /** A checkpoint on the bulk thread, after the one running. */
+  private checkpoint(): Promise<BulkReply> {
+    const run = (): Promise<BulkReply> => this.post({ op: "checkpoint" });
     const next = (this.checkpointing ?? Promise.resolve()).then(run, run);
     this.checkpointing = next;
     const done = () => {
@@ -378,7 +465,7 @@ export class SqliteRoomStore implements RoomStore {
 
   /** After commits: a checkpoint round once a second (SQLite's own are off on this connection). */
   private checkpointSoon(): void {
-    if (this.checkpointer === undefined || this.checkpointing !== undefined) return;
+    if (this.bulk === undefined || this.checkpointing !== undefined) return;
     const now = Date.now();
     if (now - this.lastCheckpointAt < CHECKPOINT_EVERY_MS) return;
     this.lastCheckpointAt = now;
@@ -405,17 +492,13 @@ export class SqliteRoomStore implements RoomStore {
     return {
       db: this.db,
       write: (statements) => {
-        try {
-          const trespass = statements.find(([sql]) => this.touchesRoomTables(sql));
-          if (trespass !== undefined) throw new Error(`a companion may not write the rooms' tables: ${trespass[0]}`);
-          this.failIfBroken();
+        const trespass = statements.find(([sql]) => this.touchesRoomTables(sql));
+        if (trespass !== undefined) return Promise.reject(new Error(`a companion may not write the rooms' tables: ${trespass[0]}`));
+        const tx = () =>
           this.db.transaction(() => {
             for (const [sql, params] of statements) this.statement(sql).run(...params);
           })();
-        } catch (err) {
-          return Promise.reject(err);
-        }
-        return this.wal === undefined ? Promise.resolve() : this.durable([]);
+        return this.write(tx).then(() => (this.wal === undefined ? undefined : this.durable([])));
       },
     };
   }
@@ -433,8 +516,8 @@ export class SqliteRoomStore implements RoomStore {
     return s;
   }
 
-  private post(msg: object): Promise<CheckpointerReply> {
-    const checkpointer = this.checkpointer!;
+  private post(msg: object): Promise<BulkReply> {
+    const checkpointer = this.bulk!;
     return new Promise((resolve, reject) => {
       const id = ++this.nextRequest;
       this.waiting.set(id, { resolve, reject });
@@ -462,22 +545,30 @@ export class SqliteRoomStore implements RoomStore {
 
   async deleteRoom(room: string): Promise<void> {
     this.failIfBroken();
-    this.pendingCheckpoints.delete(room);
-    const rows = this.writtenHead(room);
     const forget = () => {
+      this.pendingCheckpoints.delete(room);
       this.unsynced.forget(room);
       this.tails.forget(room);
       this.checkpointsInFile.delete(room);
     };
-    forget();
+    let rows = 0;
     if (this.wal !== undefined) {
-      while (this.deleteChunkTx(room)) {
+      // A chunk per turn (see deleteChunkTx), each a write in order with the others.
+      while (
+        await this.write(() => {
+          if (rows === 0) rows = this.writtenHead(room);
+          forget();
+          return this.deleteChunkTx(room);
+        })
+      ) {
         await nextTurn();
-        forget(); // a write may have come in between (none should: the room is not served while it is replaced)
       }
     }
-    this.deleteTx(room);
-    forget();
+    await this.write(() => {
+      if (rows === 0) rows = this.writtenHead(room);
+      forget();
+      this.deleteTx(room);
+    });
     this.keys.removed(rows);
     if (this.wal !== undefined) await this.durable([]);
   }
@@ -501,10 +592,14 @@ export class SqliteRoomStore implements RoomStore {
 
   private flushCheckpoints(): void {
     if (this.pendingCheckpoints.size === 0 || !this.db.open || this.wal?.failed !== undefined) return;
-    const records = [...this.pendingCheckpoints];
-    this.pendingCheckpoints.clear();
-    this.checkpointTx(records);
-    for (const [room, r] of records) this.checkpointsInFile.set(room, r);
+    // Pending records stay readable until written (checkpointOf), and a later record replaces an earlier one.
+    void this.write(() => {
+      if (this.pendingCheckpoints.size === 0 || !this.db.open) return;
+      const records = [...this.pendingCheckpoints];
+      this.checkpointTx(records);
+      this.pendingCheckpoints.clear();
+      for (const [room, r] of records) this.checkpointsInFile.set(room, r);
+    }).catch(() => {});
   }
 
   /** Rooms whose durable head is above their checkpointed seq. */
@@ -518,25 +613,40 @@ export class SqliteRoomStore implements RoomStore {
     return result;
   }
 
-  /** Writes what is pending, makes it durable, stops the checkpointer thread and closes the connection. */
+  /** Writes what is pending, makes it durable, stops the bulk thread and closes the connection. */
   async closeAsync(): Promise<void> {
     if (this.db.open) {
       this.flushCheckpoints();
+      await this.write(() => undefined).catch(() => {}); // every write queued before this one has run
       await this.wal?.flush().catch(() => {});
-      if (this.checkpointer !== undefined) await this.post({ op: "close" }).catch(() => {});
+      if (this.bulk !== undefined) await this.post({ op: "close" }).catch(() => {});
     }
     this.close();
   }
 
   close(): void {
     if (this.db.open) this.flushCheckpoints();
-    if (this.checkpointer !== undefined) void this.checkpointer.terminate();
+    if (this.bulk !== undefined) void this.bulk.terminate();
     this.wal?.close();
     if (this.db.open) this.db.close();
   }
 }
 
-interface CheckpointerReply {
+interface LoopWrite {
+  readonly kind: "loop";
+  readonly run: () => void;
+}
+
+interface BulkWrite {
+  readonly kind: "bulk";
+  readonly messages: readonly StoredMessage[];
+  readonly resolve: () => void;
+  readonly reject: (err: unknown) => void;
+}
+
+type Write = LoopWrite | BulkWrite;
+
+interface BulkReply {
   readonly id: number;
   readonly ok: boolean;
   /** A checkpoint's: frames in the log as the checkpoint began (it copied them all). */
@@ -551,7 +661,7 @@ function openDatabase(file: string): Database.Database {
     db.pragma("journal_mode = WAL");
     // NORMAL: a commit writes its log frames without syncing them; the store acknowledges it only after WalSync
     // has synced the log (invariant 3: an acknowledged send survives power loss, as with FULL). The checkpoints
-    // run on the checkpointer thread, never in a commit here.
+    // run on the bulk thread, never in a commit here.
     db.pragma("synchronous = NORMAL");
     db.pragma("wal_autocheckpoint = 0");
     db.pragma("busy_timeout = 5000");

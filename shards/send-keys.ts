@@ -6,9 +6,11 @@
  * Complete by construction:
  * - the keys the file held when it was opened are read in a page per event-loop turn (a million rows take about
  *   a second; until then every lookup asks SQLite);
- * - every write adds its keys as it commits them (on the same connection the reads use);
+ * - every write adds its keys as it commits them, and the keys of bulk writes on their way to the checkpointer
+ *   thread (restores) are remembered until they land;
  * - keys of deleted rooms stay in the filter (false positives only), so once about half of them are dead a
- *   fresh filter is read from the file while the current one keeps answering, and writes go to both.
+ *   fresh filter is read from the file while the current one keeps answering. It starts with the keys still
+ *   on their way (its reading may pass their place in the file before they land), and writes go to both.
  */
 import { SendFilter } from "./send-filter.js";
 
@@ -30,6 +32,8 @@ export class SendKeys {
   private filter = new SendFilter();
   private loaded = false;
   private reloading: SendFilter | undefined;
+  /** Bulk writes handed to the checkpointer thread and not yet answered. */
+  private readonly unlanded = new Set<readonly SendKey[]>();
   /** Rows deleted since the filter was (re)read, about. */
   private removedRows = 0;
 
@@ -62,12 +66,22 @@ export class SendKeys {
     if (this.reloading !== undefined) for (const k of keys) this.reloading.add(k.room, k.user, k.id);
   }
 
+  /** Keys of a write through the checkpointer thread: added now, remembered until `write` has landed or failed. */
+  writing(keys: readonly SendKey[], write: Promise<void>): Promise<void> {
+    this.added(keys);
+    this.unlanded.add(keys);
+    const landed = () => void this.unlanded.delete(keys);
+    write.then(landed, landed);
+    return write;
+  }
+
   /** About `rows` rows were deleted (a room moved away): reads a fresh filter once half of the keys are dead. */
   removed(rows: number): void {
     this.removedRows += rows;
     if (!this.loaded || this.reloading !== undefined) return;
     if (this.filter.size < RELOAD_MIN_KEYS || this.removedRows * 2 < this.filter.size) return;
     const fresh = new SendFilter();
+    for (const keys of this.unlanded) for (const k of keys) fresh.add(k.room, k.user, k.id);
     this.reloading = fresh;
     const dead = this.removedRows;
     this.removedRows = 0;

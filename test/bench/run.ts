@@ -657,7 +657,7 @@ async function runFanout(name: SystemName, deadline: number, variant: FanoutVari
         commitQ(0.5).n > 0 ? `; commit mean ${commitMeanMs.toFixed(1)} ms, p50 ${commitQ(0.5).value} p99 ${commitQ(0.99).value} s (${commitQ(0.5).n} commits)` : "";
       log(`fan-out ${name}: ${label}: server event-loop lag p99/max ms (step + drain, per node): ${lagInfo}${commitInfo}`);
       // Fractal's CPU per thread (fractal_thread_cpu_seconds_total): where a node's share of the cores goes.
-      const threads = ["main", "sqlite-checkpointer", "object-store", "other"];
+      const threads = ["main", "sqlite-bulk", "object-store", "other"];
       const threadCpu = lags.map((l, i) => {
         const before = lagsBefore[i]?.metrics;
         if (l === undefined || before === undefined) return undefined;

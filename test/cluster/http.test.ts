@@ -157,12 +157,12 @@ describe("cluster: HTTP API", function () {
       const text = (await http(`${n.httpUrl}/metrics`)).text;
       const seconds = (thread: string) => Number(new RegExp(`^fractal_thread_cpu_seconds_total\\{[^}]*thread="${thread}"[^}]*\\} (\\S+)$`, "m").exec(text)?.[1]);
       expect(seconds("main"), `${n.id} main`).to.be.greaterThan(0.1);
-      expect(seconds("sqlite-checkpointer"), `${n.id} sqlite-checkpointer`).to.be.greaterThan(0);
+      expect(seconds("sqlite-bulk"), `${n.id} sqlite-bulk`).to.be.greaterThan(0);
       expect(seconds("object-store"), `${n.id} object-store`).to.be.greaterThan(0);
       expect(seconds("other"), `${n.id} other`).to.be.greaterThan(0);
       // The parts add up to the process's CPU time as the kernel counts it (read after the scrape).
       const total = statCpuSeconds(`/proc/${n.pid}/stat`) ?? 0;
-      const sum = ["main", "sqlite-checkpointer", "object-store", "other"].reduce((a, t) => a + seconds(t), 0);
+      const sum = ["main", "sqlite-bulk", "object-store", "other"].reduce((a, t) => a + seconds(t), 0);
       expect(sum, `${n.id}: threads ${sum.toFixed(2)} s, process ${total.toFixed(2)} s`).to.be.within(total * 0.9 - 0.1, total + 0.05);
     }
   });
