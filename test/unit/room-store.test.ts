@@ -70,6 +70,26 @@ describe("SqliteRoomStore bulk appends (restores)", () => {
   });
 });
 
+describe("SqliteRoomStore writes behind a bulk append", () => {
+  it("writes made while a bulk append is on the bulk thread wait in order behind it (not for SQLite's lock)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
+    dirs.push(dir);
+    const store = new SqliteRoomStore(join(dir, "rooms.db"));
+    const msgs = (room: string, from: number, to: number) =>
+      Array.from({ length: to - from + 1 }, (_, i) => ({ room, seq: from + i, id: `i${from + i}`, user: "u", text: `t${from + i}`, ts: from + i }));
+    // Each of these fails if it runs out of order: the bulk rows refuse a head above 0, the rest need them in.
+    const bulk = store.appendAsync(msgs("a", 1, 20_000), { bulk: true });
+    const other = store.appendAsync(msgs("b", 1, 1));
+    const continued = store.appendAsync(msgs("a", 20_001, 20_001));
+    const skip = store.skipTo("a", 20_010);
+    expect(store.head("b"), "queued, not yet written").to.equal(0);
+    await Promise.all([bulk, other, continued, skip]);
+    expect([store.head("a"), store.head("b")]).to.deep.equal([20_010, 1]);
+    expect(store.history("a", { after: 19_999, limit: 5 }).map((m) => m.seq)).to.deep.equal([20_000, 20_001]);
+    await store.closeAsync();
+  });
+});
+
 describe("SqliteRoomStore group commit", () => {
   it("batches handed over in one turn: a batch with a gap fails alone, and so does a later batch continuing its room", async () => {
     const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
