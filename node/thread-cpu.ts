@@ -1,6 +1,6 @@
 /**
  * CPU seconds per thread of this node process, from /proc (Linux): the event loop ("main"), the named worker
- * threads (the SQLite checkpointer: folds the log into the file; the object store's thread: checkpoints), and "other"
+ * threads (the SQLite bulk thread: log checkpoints and restores; the object store's thread: checkpoints), and "other"
  * (V8's compiler and GC helpers, libuv's pool with the SQLite log's fsync, short-lived workers). When the cores are busy, this says which
  * part of the node they go to; Node names every thread "node", so workers tell their ids (shards/thread-id.ts).
  */

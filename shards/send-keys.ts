@@ -32,7 +32,7 @@ export class SendKeys {
   private filter = new SendFilter();
   private loaded = false;
   private reloading: SendFilter | undefined;
-  /** Bulk writes handed to the checkpointer thread and not yet answered. */
+  /** Bulk writes handed to the bulk thread and not yet answered. */
   private readonly unlanded = new Set<readonly SendKey[]>();
   /** Rows deleted since the filter was (re)read, about. */
   private removedRows = 0;
@@ -66,7 +66,7 @@ export class SendKeys {
     if (this.reloading !== undefined) for (const k of keys) this.reloading.add(k.room, k.user, k.id);
   }
 
-  /** Keys of a write through the checkpointer thread: added now, remembered until `write` has landed or failed. */
+  /** Keys of a write through the bulk thread: added now, remembered until `write` has landed or failed. */
   writing(keys: readonly SendKey[], write: Promise<void>): Promise<void> {
     this.added(keys);
     this.unlanded.add(keys);

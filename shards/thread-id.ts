@@ -3,7 +3,7 @@
  * time (node/thread-cpu.ts) needs it, and Node names every thread "node". Linux only; elsewhere the slot stays 0.
  */
 
-/** A slot for workerData: the worker writes its thread id into it (see sqlite-checkpointer.worker.js). */
+/** A slot for workerData: the worker writes its thread id into it (see sqlite-bulk.worker.js). */
 export function threadIdSlot(): Int32Array {
   return new Int32Array(new SharedArrayBuffer(4));
 }

@@ -151,7 +151,7 @@ describe("cluster: HTTP API", function () {
     }
   });
 
-  it("/metrics reports CPU time per thread: the event loop, the SQLite checkpointer, the object store's thread, the rest", async function () {
+  it("/metrics reports CPU time per thread: the event loop, the SQLite bulk thread, the object store's thread, the rest", async function () {
     // Every node has committed messages by now (earlier tests), so each of its threads has run.
     for (const n of cluster().nodes) {
       const text = (await http(`${n.httpUrl}/metrics`)).text;
