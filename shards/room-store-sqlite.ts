@@ -84,6 +84,8 @@ interface MessageRow {
   ts: number;
 }
 
+/** Rooms whose head is remembered (see `heads`); past it the memory starts over. */
+const HEADS_CACHED = 100_000;
 /** Rows a room deletion removes per event-loop turn (a room of millions of rows must not block the loop). */
 const DELETE_CHUNK = 5000;
 /** How often the log is folded into the file while commits come. */
@@ -118,6 +120,11 @@ export class SqliteRoomStore implements RoomStore {
   private readonly prepared = new Map<string, Database.Statement>();
   /** The idempotency keys the file holds, for dedupe lookups that skip SQLite (see send-keys.ts). */
   private readonly keys: SendKeys;
+  /**
+   * The head in the file per room, as written or read here (every commit reads the heads of its rooms; 2 % of
+   * the loop under load). This connection writes the heads, except bulk appends, whose rooms are forgotten.
+   */
+  private readonly heads = new Map<string, number>();
   /** Rooms with commits not yet synced, and the heads readers see meanwhile. */
   private readonly unsynced = new UnsyncedHeads();
   /** Where the bulk thread tells its OS thread id (for per-thread CPU in /metrics). */
@@ -202,6 +209,7 @@ export class SqliteRoomStore implements RoomStore {
       for (const [room, record] of records) this.stmt.setCheckpoint.run({ room, ...record });
     });
     this.deleteTx = this.db.transaction((room: string) => {
+      this.heads.delete(room);
       this.stmt.deleteMessages.run(room);
       this.stmt.deleteRoom.run(room);
       this.stmt.deleteCheckpoint.run(room);
@@ -213,6 +221,7 @@ export class SqliteRoomStore implements RoomStore {
       if (from === undefined) return false;
       this.stmt.deleteFrom.run(room, from);
       this.stmt.setHead.run(room, from - 1);
+      this.rememberHead(room, from - 1);
       return true;
     });
     this.appendTx = this.db.transaction((messages: readonly StoredMessage[]) => {
@@ -229,7 +238,10 @@ export class SqliteRoomStore implements RoomStore {
         this.stmt.insert.run(m.room, m.seq, m.id, m.user, m.text, m.ts);
         head.last = m.seq;
       }
-      for (const [room, head] of heads) this.stmt.setHead.run(room, head.last);
+      for (const [room, head] of heads) {
+        this.stmt.setHead.run(room, head.last);
+        this.rememberHead(room, head.last);
+      }
       return heads;
     });
     if (file !== ":memory:") {
@@ -283,7 +295,24 @@ export class SqliteRoomStore implements RoomStore {
 
   /** The latest seq in the file, durable or not (what the next write continues). */
   private writtenHead(room: string): number {
-    return this.stmt.head.get(room)?.head ?? 0;
+    let head = this.heads.get(room);
+    if (head === undefined) this.rememberHead(room, (head = this.stmt.head.get(room)?.head ?? 0));
+    return head;
+  }
+
+  private rememberHead(room: string, head: number): void {
+    if (this.heads.size >= HEADS_CACHED && !this.heads.has(room)) this.heads.clear();
+    this.heads.set(room, head);
+  }
+
+  /** Runs a transaction; if it rolls back, the heads remembered during it may be wrong, so all are forgotten. */
+  private transact<T>(tx: () => T): T {
+    try {
+      return tx();
+    } catch (err) {
+      this.heads.clear();
+      throw err;
+    }
   }
 
   /**
@@ -299,7 +328,7 @@ export class SqliteRoomStore implements RoomStore {
   append(messages: readonly StoredMessage[]): void {
     if (messages.length === 0) return;
     this.failIfBroken();
-    this.appendTx(messages);
+    this.transact(() => this.appendTx(messages));
     this.keys.added(messages);
     this.wal?.flushSync();
     this.tails.committed(messages);
@@ -323,7 +352,7 @@ export class SqliteRoomStore implements RoomStore {
     }
     if (options?.bulk === true) return this.bulkAppend(messages);
     return this.write(() => {
-      const heads = this.appendTx(messages);
+      const heads = this.transact(() => this.appendTx(messages));
       this.keys.added(messages);
       if (!plain) for (const room of heads.keys()) this.tails.forget(room);
       return [...heads].map(([room, h]) => [this.unsynced.wrote(room, h.before, h.last), h.last] as const);
@@ -338,13 +367,15 @@ export class SqliteRoomStore implements RoomStore {
     if (this.wal === undefined) {
       if (seq <= this.writtenHead(room)) return;
       this.tails.forget(room);
-      return void this.stmt.setHead.run(room, seq);
+      this.stmt.setHead.run(room, seq);
+      return this.rememberHead(room, seq);
     }
     return this.write((): Written => {
       const before = this.writtenHead(room);
       if (seq <= before) return [];
       this.tails.forget(room);
       this.stmt.setHead.run(room, seq);
+      this.rememberHead(room, seq);
       return [[this.unsynced.wrote(room, before, seq), seq]];
     }).then((written) => (written.length > 0 ? this.durable(written) : undefined));
   }
@@ -380,14 +411,19 @@ export class SqliteRoomStore implements RoomStore {
 
   /** A bulk append, in order with the other writes; the bulk appends queued together commit in one transaction. */
   private bulkAppend(messages: readonly StoredMessage[]): Promise<void> {
-    for (const m of messages) this.tails.forget(m.room);
+    const rooms = new Set(messages.map((m) => m.room));
     const landed = new Promise<void>((resolve, reject) => {
       this.writes.push({ kind: "bulk", messages, resolve, reject });
       this.runWrites();
     });
-    return this.keys.writing(messages, landed).then(() => {
-      // Readable since the thread committed; the room's tail may have been started by a read meanwhile.
-      for (const m of messages) this.tails.forget(m.room);
+    // Readable once the thread has committed; a read meanwhile may have started the room's tail again.
+    const forget = () => {
+      for (const room of rooms) this.tails.forget(room);
+    };
+    forget();
+    return this.keys.writing(messages, landed).then(forget, (err: unknown) => {
+      forget();
+      throw err;
     });
   }
 
@@ -402,6 +438,8 @@ export class SqliteRoomStore implements RoomStore {
       while (this.writes[0]?.kind === "bulk") group.push(this.writes.shift() as BulkWrite);
       this.bulkWriting = true;
       void this.commitBulk(group).finally(() => {
+        // The thread moved these rooms' heads: what this thread remembered or read of them meanwhile is stale.
+        for (const part of group) for (const m of part.messages) this.heads.delete(m.room);
         this.bulkWriting = false;
         this.runWrites();
       });
@@ -558,7 +596,7 @@ export class SqliteRoomStore implements RoomStore {
         await this.write(() => {
           if (rows === 0) rows = this.writtenHead(room);
           forget();
-          return this.deleteChunkTx(room);
+          return this.transact(() => this.deleteChunkTx(room));
         })
       ) {
         await nextTurn();
@@ -567,7 +605,7 @@ export class SqliteRoomStore implements RoomStore {
     await this.write(() => {
       if (rows === 0) rows = this.writtenHead(room);
       forget();
-      this.deleteTx(room);
+      this.transact(() => this.deleteTx(room));
     });
     this.keys.removed(rows);
     if (this.wal !== undefined) await this.durable([]);

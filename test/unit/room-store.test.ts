@@ -137,6 +137,24 @@ describe("SqliteRoomStore group commit", () => {
   });
 });
 
+describe("SqliteRoomStore heads", () => {
+  it("a batch that rolls back leaves every room's head where it was, also the rooms it had written before failing", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
+    dirs.push(dir);
+    const store = new SqliteRoomStore(join(dir, "rooms.db"));
+    const msg = (room: string, seq: number) => ({ room, seq, id: `${room}${seq}`, user: "u", text: "t", ts: seq });
+    await store.appendAsync([msg("a", 1)]);
+    // a 2 and 3 are inserted before b's gap rolls the transaction back.
+    expect(await store.appendAsync([msg("a", 2), msg("a", 3), msg("b", 5)]).then(() => "ok", (e: Error) => e.message)).to.match(/room b: append seq 5 but expected 1/);
+    expect([store.head("a"), store.head("b")]).to.deep.equal([1, 0]);
+    await store.appendAsync([msg("a", 2), msg("b", 1)]);
+    await store.skipTo("a", 10);
+    await store.appendAsync([msg("a", 11)]);
+    expect([store.head("a"), store.head("b")]).to.deep.equal([11, 1]);
+    await store.closeAsync();
+  });
+});
+
 describe("SqliteRoomStore checkpoint records", () => {
   it("answers a room's record as the file holds it (or as pending), through writes and a delete", async () => {
     const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
