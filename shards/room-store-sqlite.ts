@@ -143,6 +143,8 @@ export class SqliteRoomStore implements RoomStore {
   /** The checkpoint running on the bulk thread, if any. */
   private checkpointing: Promise<BulkReply> | undefined;
   private lastCheckpointAt = 0;
+  /** Set once the bulk thread has failed or exited. */
+  private bulkGone: Error | undefined;
   /** Writes waiting, in order, for the bulk append on the thread to commit (empty while the loop may write). */
   private readonly writes: Write[] = [];
   /** A bulk append is on the thread: the loop must not write. */
@@ -256,10 +258,14 @@ export class SqliteRoomStore implements RoomStore {
         if (m.ok) w.resolve(m);
         else w.reject(Object.assign(new Error(m.message ?? "SQLite checkpoint failed"), { code: m.code }));
       });
-      this.bulk.on("error", (err) => {
+      // A thread that is gone answers nothing more: its requests fail now and later ones at once (post).
+      const gone = (err: Error) => {
+        this.bulkGone ??= err;
         for (const w of this.waiting.values()) w.reject(err);
         this.waiting.clear();
-      });
+      };
+      this.bulk.on("error", gone);
+      this.bulk.on("exit", (code) => gone(new Error(`the SQLite bulk thread exited (code ${code})`)));
       this.bulk.unref();
     }
     const keysAfter = this.db
@@ -482,7 +488,8 @@ export class SqliteRoomStore implements RoomStore {
    * thread copies the bulk; the event loop then copies what was committed meanwhile and truncates the log.
    */
   async compact(): Promise<void> {
-    if (this.bulk !== undefined) await this.checkpoint();
+    // Without the thread (crashed), the TRUNCATE below copies everything itself.
+    if (this.bulk !== undefined) await this.checkpoint().catch(() => undefined);
     // A write: with the lock held by a bulk append on the thread, TRUNCATE would wait for it with the loop blocked.
     await this.write(() => {
       if (this.checkpointing === undefined && this.db.open) this.db.pragma("wal_checkpoint(TRUNCATE)");
@@ -507,16 +514,20 @@ export class SqliteRoomStore implements RoomStore {
     const now = Date.now();
     if (now - this.lastCheckpointAt < CHECKPOINT_EVERY_MS) return;
     this.lastCheckpointAt = now;
+    const here = () => {
+      if (this.checkpointing !== undefined || !this.db.open) return;
+      try {
+        this.db.pragma("wal_checkpoint(PASSIVE)");
+      } catch {
+        // An I/O error here fails no write (the log holds everything); the next round tries again.
+      }
+    };
     this.checkpoint().then(
       (reply) => {
-        if (reply.log < (this.options.logLimitFrames ?? LOG_LIMIT_FRAMES) || this.checkpointing !== undefined || !this.db.open) return;
-        try {
-          this.db.pragma("wal_checkpoint(PASSIVE)");
-        } catch {
-          // An I/O error here fails no write (the log holds everything); the next round tries again.
-        }
+        if (reply.log >= (this.options.logLimitFrames ?? LOG_LIMIT_FRAMES)) here();
       },
-      () => {},
+      // No thread (it never goes away while the store is open, unless it crashed): the loop checkpoints, blocked.
+      () => void (this.bulkGone !== undefined && here()),
     );
   }
 
@@ -556,6 +567,7 @@ export class SqliteRoomStore implements RoomStore {
 
   private post(msg: object): Promise<BulkReply> {
     const checkpointer = this.bulk!;
+    if (this.bulkGone !== undefined) return Promise.reject(this.bulkGone);
     return new Promise((resolve, reject) => {
       const id = ++this.nextRequest;
       this.waiting.set(id, { resolve, reject });

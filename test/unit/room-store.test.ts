@@ -137,6 +137,28 @@ describe("SqliteRoomStore group commit", () => {
   });
 });
 
+describe("SqliteRoomStore without its bulk thread", () => {
+  it("fails bulk appends at once instead of hanging; commits go on and the loop folds the log itself", async function () {
+    this.timeout(20_000);
+    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
+    dirs.push(dir);
+    const file = join(dir, "rooms.db");
+    const store = new SqliteRoomStore(file, { logLimitFrames: 200 });
+    const msgs = (room: string, from: number, to: number) =>
+      Array.from({ length: to - from + 1 }, (_, i) => ({ room, seq: from + i, id: `i${from + i}`, user: "u", text: "x".repeat(200), ts: from + i }));
+    await (store as unknown as { bulk: { terminate(): Promise<number> } }).bulk.terminate();
+    const failed = await store.appendAsync(msgs("a", 1, 10), { bulk: true }).then(() => undefined, (e: Error) => e);
+    expect(failed?.message).to.match(/bulk thread exited/);
+    let head = 0;
+    for (const until = Date.now() + 2500; Date.now() < until; head += 20) await store.appendAsync(msgs("b", head + 1, head + 20));
+    expect(statSync(file).size, "rows folded into the file").to.be.greaterThan(head * 200 * 0.5);
+    await store.compact();
+    expect(statSync(`${file}-wal`).size).to.equal(0);
+    expect(store.head("b")).to.equal(head);
+    await store.closeAsync();
+  });
+});
+
 describe("SqliteRoomStore heads", () => {
   it("a batch that rolls back leaves every room's head where it was, also the rooms it had written before failing", async () => {
     const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
