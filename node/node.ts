@@ -63,6 +63,11 @@ export interface RunningNode {
   readonly log: Logger;
   /** Graceful stop: refuse new work, finish in-flight sends, close sockets, peers and SQLite. */
   stop(): Promise<void>;
+  /**
+   * Resolves if the node can no longer work (its disk failed a sync of the SQLite log: nothing more can be
+   * acknowledged). The process should stop and exit non-zero; its lease then lapses and its rooms fail over.
+   */
+  readonly broken: Promise<Error>;
 }
 
 /**
@@ -84,7 +89,9 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
   const bulkObjects = openObjectStore(config.objectStore, config.s3Endpoint, { threaded: true });
   const tokens = new Tokens(await loadAuthSecret(config.authSecret, objects));
 
-  const store = new SqliteRoomStore(join(config.dataDir, "rooms.db"));
+  let broke!: (err: Error) => void;
+  const broken = new Promise<Error>((resolve) => (broke = resolve));
+  const store = new SqliteRoomStore(join(config.dataDir, "rooms.db"), { onBroken: (err) => broke(err) });
   if (store.setAside !== undefined) log.error({ file: store.setAside }, "local SQLite file was corrupt; set aside, rooms are rebuilt from checkpoints");
   let ready = false;
   let stopping: Promise<void> | undefined;
@@ -438,6 +445,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     grpcPort,
     log,
     stop: () => (stopping ??= stop()),
+    broken,
   };
 }
 

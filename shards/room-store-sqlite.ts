@@ -157,6 +157,8 @@ export class SqliteRoomStore implements RoomStore {
       readonly syncFile?: SyncFile;
       /** See LOG_LIMIT_FRAMES (tests use small logs). */
       readonly logLimitFrames?: number;
+      /** Told once if a sync of the log fails: the store refuses every write from then on. */
+      readonly onBroken?: (err: Error) => void;
     } = {},
   ) {
     if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
@@ -247,7 +249,7 @@ export class SqliteRoomStore implements RoomStore {
       return heads;
     });
     if (file !== ":memory:") {
-      this.wal = new WalSync(`${file}-wal`, options.syncFile);
+      this.wal = new WalSync(`${file}-wal`, options.syncFile, options.onBroken);
       this.bulk = new Worker(new URL("./sqlite-bulk.worker.js", import.meta.url), {
         workerData: { file, threadId: this.bulkThreadSlot },
       });

@@ -30,6 +30,8 @@ export class WalSync {
     /** The log file (`<db>-wal`); opened at the first flush (SQLite creates it with the first write). */
     private readonly path: string,
     private readonly sync: SyncFile = fdatasync,
+    /** Told once, when a sync fails (the node stops: it can acknowledge nothing more). */
+    private readonly onFailure: (err: Error) => void = () => {},
   ) {}
 
   /** Set once a sync failed: the log's recent writes may be lost, so nothing more may be acknowledged. */
@@ -108,6 +110,7 @@ export class WalSync {
     });
     for (const w of [this.running, this.next]) w?.reject(this.failure);
     this.running = this.next = undefined;
+    this.onFailure(this.failure);
   }
 }
 

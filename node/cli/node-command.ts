@@ -22,6 +22,12 @@ export async function nodeCommand(flags: RawFlags): Promise<void> {
   };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
+  // After a failed fsync nothing more can be acknowledged (PostgreSQL stops too): stop, saving to the object store
+  // what was acknowledged, and exit non-zero so that the supervisor restarts the node, which recovers its file.
+  void node.broken.then((err) => {
+    node.log.fatal({ err }, "the disk failed a sync of the SQLite log: stopping");
+    node.stop().finally(() => process.exit(74));
+  });
   if (config.stopWithStdin) {
     // The parent holds the other end: when it is gone (even killed with SIGKILL), so is this node.
     process.stdin.on("end", () => onSignal("stdin closed"));

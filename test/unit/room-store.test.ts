@@ -259,7 +259,8 @@ describe("SqliteRoomStore durability (commits on the event loop, the log synced 
     dirs.push(dir);
     let failing = false;
     const syncFile: SyncFile = (fd, done) => (failing ? done(Object.assign(new Error("EIO: i/o error"), { code: "EIO" })) : fdatasync(fd, done));
-    const store = new SqliteRoomStore(join(dir, "rooms.db"), { syncFile });
+    const broken: Error[] = [];
+    const store = new SqliteRoomStore(join(dir, "rooms.db"), { syncFile, onBroken: (err) => broken.push(err) });
     await store.appendAsync(msgs("a", 1, 2));
     failing = true;
     const failed = await store.appendAsync(msgs("a", 3, 3)).then(() => undefined, (e: Error) => e);
@@ -274,6 +275,7 @@ describe("SqliteRoomStore durability (commits on the event loop, the log synced 
     expect(() => store.append(msgs("b", 1, 1))).to.throw(/could not be synced/);
     expect(store.head("b")).to.equal(0);
     expect(store.head("a")).to.equal(2);
+    expect(broken.map((e) => e.message), "the node is told once").to.have.length(1);
     store.close();
   });
 
