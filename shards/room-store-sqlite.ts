@@ -486,8 +486,8 @@ export class SqliteRoomStore implements RoomStore {
 
   /**
    * Folds the log into the file now and empties it (after a rebuild or a rebalance's copy, before the rooms are
-   * served: the first reads would otherwise walk a log of a quarter of a million messages). The checkpointer
-   * thread copies the bulk; the event loop then copies what was committed meanwhile and truncates the log.
+   * served: the first reads would otherwise walk a log of a quarter of a million messages). The bulk thread
+   * copies most of it; the event loop then copies what was committed meanwhile and truncates the log.
    */
   async compact(): Promise<void> {
     // Without the thread (crashed), the TRUNCATE below copies everything itself.
