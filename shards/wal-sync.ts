@@ -25,6 +25,8 @@ export class WalSync {
   private running: Waiters | undefined;
   private next: Waiters | undefined;
   private failure: Error | undefined;
+  /** close() was called: the descriptor goes once no sync uses it, and nothing more is synced or reported. */
+  private closed = false;
 
   constructor(
     /** The log file (`<db>-wal`); opened at the first flush (SQLite creates it with the first write). */
@@ -42,6 +44,7 @@ export class WalSync {
   /** Resolves once everything written to the log before the call is on disk. */
   flush(): Promise<void> {
     if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.closed) return Promise.reject(new Error("the SQLite log is closed"));
     const waiters = (this.next ??= makeWaiters());
     if (this.running === undefined) this.start();
     return waiters.promise;
@@ -59,12 +62,16 @@ export class WalSync {
     }
   }
 
-  /** Resolves when no sync is running or waiting (before the file is closed). */
-  async settled(): Promise<void> {
-    while (this.running !== undefined) await this.running.promise.catch(() => undefined);
+  /**
+   * Closes the descriptor, once the running sync (if any) is done with it: a descriptor closed under a sync
+   * would fail it (EBADF) as if the disk had, or sync whatever file reused its number.
+   */
+  close(): void {
+    this.closed = true;
+    if (this.running === undefined) this.closeFd();
   }
 
-  close(): void {
+  private closeFd(): void {
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
   }
@@ -82,9 +89,20 @@ export class WalSync {
     }
     if (fd === undefined) return this.synced(waiters);
     this.sync(fd, (err) => {
+      if (this.closed) return this.closedWhileRunning(waiters, err);
       if (err !== null) return this.fail(err);
       this.synced(waiters);
     });
+  }
+
+  /** The store closed during this sync: its outcome goes to its waiters, and no later sync starts. */
+  private closedWhileRunning(waiters: Waiters, err: Error | null): void {
+    this.running = undefined;
+    this.closeFd();
+    if (err === null) waiters.resolve();
+    else waiters.reject(err);
+    this.next?.reject(new Error("the SQLite log is closed"));
+    this.next = undefined;
   }
 
   private synced(waiters: Waiters): void {

@@ -62,7 +62,7 @@ describe("WalSync (group fsync of the SQLite log)", () => {
     wal.close();
   });
 
-  it("syncs for real: a missing log (nothing written yet) is nothing to sync; settled() waits for the running sync", async () => {
+  it("syncs for real; a missing log (nothing written yet) is nothing to sync", async () => {
     const dir = mkdtempSync(join(tmpdir(), "fractal-wal-"));
     dirs.push(dir);
     const missing = new WalSync(join(dir, "none-wal"));
@@ -72,10 +72,25 @@ describe("WalSync (group fsync of the SQLite log)", () => {
     const path = join(dir, "rooms.db-wal");
     writeFileSync(path, "frames");
     const wal = new WalSync(path);
-    const flushed = wal.flush();
-    await wal.settled();
-    await flushed;
+    await wal.flush();
     wal.flushSync();
+    wal.close();
+  });
+
+  it("closing under a running sync keeps the descriptor until it is done, and reports no failure (a graceful stop)", async () => {
+    const { wal, calls } = fixture();
+    const failures: Error[] = [];
+    const closing = new WalSync(wal["path"], (fd, done) => void calls.push((err) => done(err ?? null)), (err) => failures.push(err));
+    const first = closing.flush();
+    const waiting = closing.flush().then(() => "synced", (e: Error) => e.message);
+    closing.close();
+    expect(closing["fd"], "still open for the running sync").to.be.a("number");
+    calls[0]!(null);
+    await first;
+    expect(await waiting).to.equal("the SQLite log is closed");
+    expect(closing["fd"]).to.equal(undefined);
+    expect(await closing.flush().then(() => "synced", (e: Error) => e.message)).to.equal("the SQLite log is closed");
+    expect(failures).to.deep.equal([]);
     wal.close();
   });
 });
