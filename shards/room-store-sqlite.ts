@@ -23,6 +23,7 @@ import { setImmediate as nextTurn } from "node:timers/promises";
 import { Worker } from "node:worker_threads";
 import { dirname } from "node:path";
 import {
+  checkContiguous,
   type CheckpointRecord,
   type HistoryQuery,
   type RoomHeads,
@@ -104,7 +105,7 @@ type Written = readonly (readonly [room: UnsyncedRoom, head: number])[];
 export class SqliteRoomStore implements RoomStore {
   private readonly db: Database.Database;
   private readonly stmt;
-  private readonly appendTx: (messages: readonly StoredMessage[]) => Map<string, { before: number; last: number }>;
+  private readonly appendTx: (messages: readonly StoredMessage[]) => ReturnType<typeof checkContiguous>;
   private readonly deleteTx: (room: string) => void;
   private readonly deleteChunkTx: (room: string) => boolean;
   private readonly checkpointTx: (records: [string, CheckpointRecord][]) => void;
@@ -229,19 +230,8 @@ export class SqliteRoomStore implements RoomStore {
       return true;
     });
     this.appendTx = this.db.transaction((messages: readonly StoredMessage[]) => {
-      const heads = new Map<string, { before: number; last: number }>();
-      for (const m of messages) {
-        let head = heads.get(m.room);
-        if (head === undefined) {
-          const before = this.writtenHead(m.room);
-          heads.set(m.room, (head = { before, last: before }));
-        }
-        if (m.seq !== head.last + 1) {
-          throw new Error(`room ${m.room}: append seq ${m.seq} but expected ${head.last + 1} (gap or second writer)`);
-        }
-        this.stmt.insert.run(m.room, m.seq, m.id, m.user, m.text, m.ts);
-        head.last = m.seq;
-      }
+      const heads = checkContiguous(messages, (room) => this.writtenHead(room));
+      for (const m of messages) this.stmt.insert.run(m.room, m.seq, m.id, m.user, m.text, m.ts);
       for (const [room, head] of heads) {
         this.stmt.setHead.run(room, head.last);
         this.rememberHead(room, head.last);
@@ -258,7 +248,7 @@ export class SqliteRoomStore implements RoomStore {
         if (w === undefined) return;
         this.waiting.delete(m.id);
         if (m.ok) w.resolve(m);
-        else w.reject(Object.assign(new Error(m.message ?? "SQLite checkpoint failed"), { code: m.code }));
+        else w.reject(Object.assign(new Error(m.message ?? "SQLite bulk thread request failed"), { code: m.code }));
       });
       // A thread that is gone answers nothing more: its requests fail now and later ones at once (post).
       const gone = (err: Error) => {
@@ -568,12 +558,12 @@ export class SqliteRoomStore implements RoomStore {
   }
 
   private post(msg: object): Promise<BulkReply> {
-    const checkpointer = this.bulk!;
+    const bulk = this.bulk!;
     if (this.bulkGone !== undefined) return Promise.reject(this.bulkGone);
     return new Promise((resolve, reject) => {
       const id = ++this.nextRequest;
       this.waiting.set(id, { resolve, reject });
-      checkpointer.postMessage({ id, ...msg });
+      bulk.postMessage({ id, ...msg });
     });
   }
 
@@ -603,25 +593,18 @@ export class SqliteRoomStore implements RoomStore {
       this.tails.forget(room);
       this.checkpointsInFile.delete(room);
     };
-    let rows = 0;
-    if (this.wal !== undefined) {
-      // A chunk per turn (see deleteChunkTx), each a write in order with the others.
-      while (
-        await this.write(() => {
-          if (rows === 0) rows = this.writtenHead(room);
-          forget();
-          return this.transact(() => this.deleteChunkTx(room));
-        })
-      ) {
-        await nextTurn();
-      }
-    }
-    await this.write(() => {
-      if (rows === 0) rows = this.writtenHead(room);
-      forget();
-      this.transact(() => this.deleteTx(room));
-    });
-    this.keys.removed(rows);
+    let rows: number | undefined;
+    // Each step a write in order with the others; true while rows are left for the next turn.
+    const step = (chunk: boolean) =>
+      this.write(() => {
+        rows ??= this.writtenHead(room);
+        forget();
+        return this.transact(() => (chunk ? this.deleteChunkTx(room) : (this.deleteTx(room), false)));
+      });
+    // A file's room goes a chunk per turn (see deleteChunkTx); the last step removes the rest and its records.
+    if (this.wal !== undefined) while (await step(true)) await nextTurn();
+    await step(false);
+    this.keys.removed(rows ?? 0);
     if (this.wal !== undefined) await this.durable([]);
   }
 

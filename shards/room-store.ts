@@ -89,16 +89,27 @@ export interface RoomStore {
   close(): void;
 }
 
-/** Checks the append contract against the heads the store reports; shared by implementations. */
-export function checkContiguous(messages: readonly StoredMessage[], head: (room: string) => number): void {
-  const next = new Map<string, number>();
+/**
+ * Checks the append contract against the heads the store reports; shared by implementations. Returns, per room
+ * of the batch, its head before the batch and its last seq in it.
+ */
+export function checkContiguous(
+  messages: readonly StoredMessage[],
+  head: (room: string) => number,
+): Map<string, { readonly before: number; last: number }> {
+  const heads = new Map<string, { readonly before: number; last: number }>();
   for (const m of messages) {
-    const expected = (next.get(m.room) ?? head(m.room)) + 1;
-    if (m.seq !== expected) {
-      throw new Error(`room ${m.room}: append seq ${m.seq} but expected ${expected} (gap or second writer)`);
+    let h = heads.get(m.room);
+    if (h === undefined) {
+      const before = head(m.room);
+      heads.set(m.room, (h = { before, last: before }));
     }
-    next.set(m.room, m.seq);
+    if (m.seq !== h.last + 1) {
+      throw new Error(`room ${m.room}: append seq ${m.seq} but expected ${h.last + 1} (gap or second writer)`);
+    }
+    h.last = m.seq;
   }
+  return heads;
 }
 
 /** The stored message with exactly this seq (none for 0, a skipped seq or one past the head). */

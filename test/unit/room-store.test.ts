@@ -12,19 +12,28 @@ after(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-roomStoreContract("memory", () => ({ store: new MemoryRoomStore() }));
-roomStoreContract("sqlite file", () => {
+/** A fresh `rooms.db` path in a directory removed after the run. */
+function tempDbFile(): string {
   const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
   dirs.push(dir);
-  const file = join(dir, "rooms.db");
+  return join(dir, "rooms.db");
+}
+
+/** Messages from..to of a room, ids `i<seq>`, texts `text(seq)`. */
+const msgs = (room: string, from: number, to: number, text: (seq: number) => string = (seq) => `t${seq}`) =>
+  Array.from({ length: to - from + 1 }, (_, i) => ({ room, seq: from + i, id: `i${from + i}`, user: "u", text: text(from + i), ts: from + i }));
+/** One message, id `<room><seq>`. */
+const msg = (room: string, seq: number) => ({ room, seq, id: `${room}${seq}`, user: "u", text: "t", ts: seq });
+
+roomStoreContract("memory", () => ({ store: new MemoryRoomStore() }));
+roomStoreContract("sqlite file", () => {
+  const file = tempDbFile();
   return { store: new SqliteRoomStore(file), reopen: () => new SqliteRoomStore(file) };
 });
 
 describe("SqliteRoomStore", () => {
   it("answers history from the primary-key index, not a scan, with many messages", () => {
-    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
-    dirs.push(dir);
-    const store = new SqliteRoomStore(join(dir, "rooms.db"));
+    const store = new SqliteRoomStore(tempDbFile());
     const rooms = ["a", "b", "c", "d"];
     const batch = [];
     for (let seq = 1; seq <= 25_000; seq++) {
@@ -46,11 +55,7 @@ describe("SqliteRoomStore", () => {
 
 describe("SqliteRoomStore bulk appends (restores)", () => {
   it("bulk appends of one turn: a bad one fails alone without taking the others down", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
-    dirs.push(dir);
-    const store = new SqliteRoomStore(join(dir, "rooms.db"));
-    const msgs = (room: string, from: number, to: number) =>
-      Array.from({ length: to - from + 1 }, (_, i) => ({ room, seq: from + i, id: `i${from + i}`, user: "u", text: `t${from + i}`, ts: from + i }));
+    const store = new SqliteRoomStore(tempDbFile());
     // Same turn: a, b, a gap in c (seq 5 on an empty room) and d.
     const results = await Promise.allSettled([
       store.appendAsync(msgs("a", 1, 100), { bulk: true }),
@@ -72,11 +77,7 @@ describe("SqliteRoomStore bulk appends (restores)", () => {
 
 describe("SqliteRoomStore writes behind a bulk append", () => {
   it("writes made while a bulk append is on the bulk thread wait in order behind it (not for SQLite's lock)", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
-    dirs.push(dir);
-    const store = new SqliteRoomStore(join(dir, "rooms.db"));
-    const msgs = (room: string, from: number, to: number) =>
-      Array.from({ length: to - from + 1 }, (_, i) => ({ room, seq: from + i, id: `i${from + i}`, user: "u", text: `t${from + i}`, ts: from + i }));
+    const store = new SqliteRoomStore(tempDbFile());
     // Each of these fails if it runs out of order: the bulk rows refuse a head above 0, the rest need them in.
     const bulk = store.appendAsync(msgs("a", 1, 20_000), { bulk: true });
     const other = store.appendAsync(msgs("b", 1, 1));
@@ -92,11 +93,8 @@ describe("SqliteRoomStore writes behind a bulk append", () => {
 
 describe("SqliteRoomStore group commit", () => {
   it("batches handed over in one turn: a batch with a gap fails alone, and so does a later batch continuing its room", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
-    dirs.push(dir);
-    const file = join(dir, "rooms.db");
+    const file = tempDbFile();
     const store = new SqliteRoomStore(file);
-    const msg = (room: string, seq: number) => ({ room, seq, id: `${room}${seq}`, user: "u", text: "t", ts: seq });
     store.setCheckpoint("b", { seq: 1, version: "v", at: 1 }); // an advisory record, written with the appends
     // Handed over in one turn, as the commit queue does when batches wait behind a slow fsync (one sync for all).
     const results = await Promise.allSettled([
@@ -115,11 +113,8 @@ describe("SqliteRoomStore group commit", () => {
     reopened.close();
   });
   it("answers every batch of a turn, and only once it is in the file", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
-    dirs.push(dir);
-    const file = join(dir, "rooms.db");
+    const file = tempDbFile();
     const store = new SqliteRoomStore(file);
-    const msg = (room: string, seq: number) => ({ room, seq, id: `${room}${seq}`, user: "u", text: "t", ts: seq });
     await store.appendAsync([msg("a", 1)]); // no sync runs: the next turn's batches share the next one
     const order: string[] = [];
     const batches = [[msg("a", 2)], [msg("b", 1), msg("a", 3)], [msg("c", 1)], [msg("b", 2)]];
@@ -140,17 +135,14 @@ describe("SqliteRoomStore group commit", () => {
 describe("SqliteRoomStore without its bulk thread", () => {
   it("fails bulk appends at once instead of hanging; commits go on and the loop folds the log itself", async function () {
     this.timeout(20_000);
-    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
-    dirs.push(dir);
-    const file = join(dir, "rooms.db");
+    const file = tempDbFile();
     const store = new SqliteRoomStore(file, { logLimitFrames: 200 });
-    const msgs = (room: string, from: number, to: number) =>
-      Array.from({ length: to - from + 1 }, (_, i) => ({ room, seq: from + i, id: `i${from + i}`, user: "u", text: "x".repeat(200), ts: from + i }));
+    const big = (room: string, from: number, to: number) => msgs(room, from, to, () => "x".repeat(200));
     await (store as unknown as { bulk: { terminate(): Promise<number> } }).bulk.terminate();
-    const failed = await store.appendAsync(msgs("a", 1, 10), { bulk: true }).then(() => undefined, (e: Error) => e);
+    const failed = await store.appendAsync(big("a", 1, 10), { bulk: true }).then(() => undefined, (e: Error) => e);
     expect(failed?.message).to.match(/bulk thread exited/);
     let head = 0;
-    for (const until = Date.now() + 2500; Date.now() < until; head += 20) await store.appendAsync(msgs("b", head + 1, head + 20));
+    for (const until = Date.now() + 2500; Date.now() < until; head += 20) await store.appendAsync(big("b", head + 1, head + 20));
     expect(statSync(file).size, "rows folded into the file").to.be.greaterThan(head * 200 * 0.5);
     await store.compact();
     expect(statSync(`${file}-wal`).size).to.equal(0);
@@ -161,10 +153,7 @@ describe("SqliteRoomStore without its bulk thread", () => {
 
 describe("SqliteRoomStore heads", () => {
   it("a batch that rolls back leaves every room's head where it was, also the rooms it had written before failing", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
-    dirs.push(dir);
-    const store = new SqliteRoomStore(join(dir, "rooms.db"));
-    const msg = (room: string, seq: number) => ({ room, seq, id: `${room}${seq}`, user: "u", text: "t", ts: seq });
+    const store = new SqliteRoomStore(tempDbFile());
     await store.appendAsync([msg("a", 1)]);
     // a 2 and 3 are inserted before b's gap rolls the transaction back.
     expect(await store.appendAsync([msg("a", 2), msg("a", 3), msg("b", 5)]).then(() => "ok", (e: Error) => e.message)).to.match(/room b: append seq 5 but expected 1/);
@@ -179,9 +168,7 @@ describe("SqliteRoomStore heads", () => {
 
 describe("SqliteRoomStore checkpoint records", () => {
   it("answers a room's record as the file holds it (or as pending), through writes and a delete", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
-    dirs.push(dir);
-    const file = join(dir, "rooms.db");
+    const file = tempDbFile();
     const store = new SqliteRoomStore(file);
     const truth = (room: string) => {
       const db = new Database(file, { readonly: true });
@@ -216,9 +203,7 @@ describe("SqliteRoomStore checkpoint records", () => {
 
 describe("SqliteRoomStore on a corrupt file", () => {
   it("sets the file aside and starts empty instead of crashing", () => {
-    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
-    dirs.push(dir);
-    const file = join(dir, "rooms.db");
+    const file = tempDbFile();
     writeFileSync(file, Buffer.alloc(8192, 0x42));
     const store = new SqliteRoomStore(file);
     expect(store.setAside).to.match(/rooms\.db\.corrupt-\d+$/);
@@ -231,18 +216,15 @@ describe("SqliteRoomStore on a corrupt file", () => {
 
 describe("SqliteRoomStore compact", () => {
   it("folds bulk appends out of the write-ahead log into the file; everything stays readable, also after a reopen", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
-    dirs.push(dir);
-    const file = join(dir, "rooms.db");
+    const file = tempDbFile();
     const store = new SqliteRoomStore(file);
-    const msgs = (room: string, from: number, to: number) =>
-      Array.from({ length: to - from + 1 }, (_, i) => ({ room, seq: from + i, id: `i${from + i}`, user: "u", text: `t${from + i}`.repeat(20), ts: from + i }));
-    await Promise.all(["a", "b", "c"].map((room) => store.appendAsync(msgs(room, 1, 2000), { bulk: true })));
+    const long = (room: string, from: number, to: number) => msgs(room, from, to, (seq) => `t${seq}`.repeat(20));
+    await Promise.all(["a", "b", "c"].map((room) => store.appendAsync(long(room, 1, 2000), { bulk: true })));
     expect(statSync(`${file}-wal`).size).to.be.greaterThan(100_000);
     await store.compact();
     expect(statSync(`${file}-wal`).size).to.equal(0);
     expect(store.history("b", { after: 1990, limit: 20 }).map((m) => m.seq)).to.deep.equal([1991, 1992, 1993, 1994, 1995, 1996, 1997, 1998, 1999, 2000]);
-    await store.appendAsync(msgs("a", 2001, 2001));
+    await store.appendAsync(long("a", 2001, 2001));
     await store.closeAsync();
     const reopened = new SqliteRoomStore(file);
     expect(["a", "b", "c"].map((r) => reopened.head(r))).to.deep.equal([2001, 2000, 2000]);
@@ -251,16 +233,12 @@ describe("SqliteRoomStore compact", () => {
 });
 
 describe("SqliteRoomStore durability (commits on the event loop, the log synced on the thread pool)", () => {
-  const msgs = (room: string, from: number, to: number, text = "t") =>
-    Array.from({ length: to - from + 1 }, (_, i) => ({ room, seq: from + i, id: `i${from + i}`, user: "u", text: `${text}${from + i}`, ts: from + i }));
 
   it("a failed sync: nothing it covered is acknowledged or shown, and the store refuses every later write", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
-    dirs.push(dir);
     let failing = false;
     const syncFile: SyncFile = (fd, done) => (failing ? done(Object.assign(new Error("EIO: i/o error"), { code: "EIO" })) : fdatasync(fd, done));
     const broken: Error[] = [];
-    const store = new SqliteRoomStore(join(dir, "rooms.db"), { syncFile, onBroken: (err) => broken.push(err) });
+    const store = new SqliteRoomStore(tempDbFile(), { syncFile, onBroken: (err) => broken.push(err) });
     await store.appendAsync(msgs("a", 1, 2));
     failing = true;
     const failed = await store.appendAsync(msgs("a", 3, 3)).then(() => undefined, (e: Error) => e);
@@ -280,9 +258,7 @@ describe("SqliteRoomStore durability (commits on the event loop, the log synced 
   });
 
   it("deletes a large room a chunk per event-loop turn from its newest rows: every state in between is the room's first messages", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
-    dirs.push(dir);
-    const file = join(dir, "rooms.db");
+    const file = tempDbFile();
     const store = new SqliteRoomStore(file);
     await store.appendAsync(msgs("big", 1, 12_345), { bulk: true });
     await store.appendAsync(msgs("small", 1, 3));
@@ -317,16 +293,14 @@ describe("SqliteRoomStore durability (commits on the event loop, the log synced 
     // SQLite's own checkpoints are off on the event loop's connection, and the log starts over only at a write
     // that finds all of it in the file, which a checkpointer thread alone never sees under steady commits.
     this.timeout(30_000);
-    const dir = mkdtempSync(join(tmpdir(), "fractal-store-"));
-    dirs.push(dir);
-    const file = join(dir, "rooms.db");
+    const file = tempDbFile();
     const store = new SqliteRoomStore(file, { logLimitFrames: 200 });
     let head = 0;
     const logSize = () => statSync(`${file}-wal`).size;
     const started = Date.now();
     let logAfter2s = 0;
     while (Date.now() - started < 6000) {
-      await store.appendAsync(msgs("r", head + 1, head + 20, "x".repeat(200)));
+      await store.appendAsync(msgs("r", head + 1, head + 20, (seq) => `${"x".repeat(200)}${seq}`));
       head += 20;
       if (logAfter2s === 0 && Date.now() - started >= 2000) logAfter2s = logSize();
       await new Promise((r) => setTimeout(r, 2));
