@@ -22,6 +22,7 @@ import {
   parseSend,
   TypingPayload,
 } from "./protocol.js";
+import { RoomBroadcast } from "./room-broadcast.js";
 import { RoomFeed, type FeedSink } from "./room-feed.js";
 import type { Router } from "./router.js";
 
@@ -195,6 +196,7 @@ const ACKED = new Map<string, Handler>([
 
 export class Gateway implements FeedSink {
   private readonly feeds = new Map<string, RoomFeed>();
+  private readonly broadcast: RoomBroadcast;
   private generation = 0;
   /** Listeners shared by every socket (socket.io calls them with `this` = the socket): no closures per socket. */
   private readonly onAnyEvent: (this: Socket, event: string, ...args: unknown[]) => void;
@@ -208,6 +210,7 @@ export class Gateway implements FeedSink {
     private readonly log: Logger,
     private readonly options: GatewayOptions,
   ) {
+    this.broadcast = new RoomBroadcast(io);
     const gateway = this;
     this.onAnyEvent = function (this: Socket, event: string, ...args: unknown[]) {
       gateway.dispatch(this, stateOf(this), event, args);
@@ -256,26 +259,24 @@ export class Gateway implements FeedSink {
 
   // FeedSink: what the feeds deliver.
   message(room: string, m: StoredMessage): void {
-    const target = this.io.to(liveRoom(room));
-    target.emit("message", wireMessage(m));
-    this.metrics.messagesDelivered.inc(this.io.sockets.adapter.rooms.get(liveRoom(room))?.size ?? 0);
+    this.metrics.messagesDelivered.inc(this.broadcast.emit(liveRoom(room), "message", wireMessage(m)));
   }
 
   presence(room: string, user: string, event: "join" | "leave"): void {
-    this.io.to(liveRoom(room)).emit("presence", { room, user, event });
+    this.broadcast.emit(liveRoom(room), "presence", { room, user, event });
   }
 
   typing(room: string, user: string): void {
-    this.io.to(liveRoom(room)).emit("typing", { room, user });
+    this.broadcast.emit(liveRoom(room), "typing", { room, user });
   }
 
   gap(room: string, after: number, next: number): void {
-    this.io.to(liveRoom(room)).emit("gap", { room, after, next });
+    this.broadcast.emit(liveRoom(room), "gap", { room, after, next });
   }
 
   reset(room: string, seq: number): void {
     // Extension of protocol v1: history was restored to `seq`; clients drop what they hold above it.
-    this.io.to(liveRoom(room)).emit("reset", { room, seq });
+    this.broadcast.emit(liveRoom(room), "reset", { room, seq });
   }
 
   resubscribed(room: string): void {
