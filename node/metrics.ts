@@ -1,6 +1,5 @@
 /** Prometheus metrics of one node, on a registry of its own (no process-wide singletons). */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import { POOL_AFTER_SLOW_MS, SLOW_SYNC_MS } from "../shards/wal-sync.js";
 import { threadCpuSeconds, type NamedThreads } from "./thread-cpu.js";
 
 export class NodeMetrics {
@@ -30,8 +29,6 @@ export class NodeMetrics {
       checkpointLag: () => { rooms: number; seq: number; seconds: number };
       /** Replicated durability: rooms owned here without a replica (acknowledged after the local commit). */
       degradedRooms?: () => number;
-      /** Syncs of the SQLite log so far: on the event loop, on the thread pool, and the loop's slow ones. */
-      walSyncs?: () => { readonly loop: number; readonly pool: number; readonly slow: number };
       /** Worker threads whose CPU time is reported by name (besides "main" and "other"). */
       threads?: NamedThreads;
     },
@@ -145,34 +142,10 @@ export class NodeMetrics {
         this.set(probes.degradedRooms?.() ?? 0);
       },
     });
-    const syncsReported = { loop: 0, pool: 0, slow: 0 };
-    new Counter({
-      name: "fractal_wal_syncs_total",
-      help: "Syncs of the SQLite log, by where they ran: loop (the event loop, while the disk syncs fast) or pool (libuv's threads)",
-      labelNames: ["where"],
-      registers,
-      collect() {
-        const now = probes.walSyncs?.() ?? syncsReported;
-        for (const where of ["loop", "pool"] as const) {
-          if (now[where] > syncsReported[where]) this.inc({ where }, now[where] - syncsReported[where]);
-          syncsReported[where] = now[where];
-        }
-      },
-    });
-    new Counter({
-      name: "fractal_wal_slow_syncs_total",
-      help: `Syncs of the SQLite log on the event loop that took longer than ${SLOW_SYNC_MS} ms (each sends the next ${POOL_AFTER_SLOW_MS / 1000} s of syncs to the thread pool)`,
-      registers,
-      collect() {
-        const slow = probes.walSyncs?.().slow ?? 0;
-        if (slow > syncsReported.slow) this.inc(slow - syncsReported.slow);
-        syncsReported.slow = slow;
-      },
-    });
     const reported = new Map<string, number>();
     new Counter({
       name: "fractal_thread_cpu_seconds_total",
-      help: "CPU time (user + system) per thread of the node: main (the event loop), sqlite-bulk, object-store, other (V8 and libuv helpers: the SQLite log's fsync runs there while the disk is slow)",
+      help: "CPU time (user + system) per thread of the node: main (the event loop), sqlite-bulk, object-store, other (V8 and libuv helpers: the SQLite log's fsync runs there)",
       labelNames: ["thread"],
       registers,
       collect() {

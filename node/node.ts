@@ -196,7 +196,6 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     roomsFollowed: () => gateway?.followedRooms ?? 0,
     checkpointLag: () => checkpointer.lag(),
     degradedRooms: () => replicator?.degradedRooms() ?? 0,
-    walSyncs: () => store.walSyncs,
     threads: {
       "sqlite-bulk": () => store.bulkThreadId,
       "object-store": () => (bulkObjects instanceof ThreadedObjectStore ? bulkObjects.threadId : undefined),

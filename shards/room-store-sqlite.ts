@@ -239,9 +239,7 @@ export class SqliteRoomStore implements RoomStore {
       return heads;
     });
     if (file !== ":memory:") {
-      // A test's own sync function replaces both (it stands for the disk), so it always runs on the pool path.
-      const sync = options.syncFile === undefined ? {} : { sync: options.syncFile, syncNow: null };
-      this.wal = new WalSync(`${file}-wal`, { ...sync, onFailure: options.onBroken });
+      this.wal = new WalSync(`${file}-wal`, options.syncFile, options.onBroken);
       this.bulk = new Worker(new URL("./sqlite-bulk.worker.js", import.meta.url), {
         workerData: { file, threadId: this.bulkThreadSlot },
       });
@@ -271,11 +269,6 @@ export class SqliteRoomStore implements RoomStore {
       ([room, user, id], limit) => keysAfter.all(room, user, id, limit),
       () => this.db.open,
     );
-  }
-
-  /** Log syncs run on the event loop and on the thread pool, and the loop's slow ones (see wal-sync.ts). */
-  get walSyncs(): { readonly loop: number; readonly pool: number; readonly slow: number } {
-    return this.wal?.counts ?? { loop: 0, pool: 0, slow: 0 };
   }
 
   /** The bulk thread's OS thread id, once it has started (file databases on Linux). */

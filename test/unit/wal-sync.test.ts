@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { UnsyncedHeads } from "../../shards/unsynced-heads.js";
-import { POOL_AFTER_SLOW_MS, SLOW_SYNC_MS, type SyncFile, WalSync } from "../../shards/wal-sync.js";
+import { type SyncFile, WalSync } from "../../shards/wal-sync.js";
 
 const dirs: string[] = [];
 after(() => {
@@ -18,7 +18,7 @@ function fixture() {
   writeFileSync(path, "frames");
   const calls: ((err: NodeJS.ErrnoException | null) => void)[] = [];
   const sync: SyncFile = (_fd, done) => void calls.push(done);
-  return { wal: new WalSync(path, { sync, syncNow: null }), calls, path };
+  return { wal: new WalSync(path, sync), calls, path };
 }
 
 const turn = () => new Promise((r) => setImmediate(r));
@@ -62,118 +62,25 @@ describe("WalSync (group fsync of the SQLite log)", () => {
     wal.close();
   });
 
-  it("syncs for real, on the loop and on the pool; a missing log (nothing written yet) is nothing to sync", async () => {
+  it("syncs for real; a missing log (nothing written yet) is nothing to sync", async () => {
     const dir = mkdtempSync(join(tmpdir(), "fractal-wal-"));
     dirs.push(dir);
-    for (const syncNow of [undefined, null]) {
-      const missing = new WalSync(join(dir, "none-wal"), { syncNow });
-      await missing.flush();
-      missing.flushSync();
-      expect(missing.failed).to.equal(undefined);
-      const path = join(dir, "rooms.db-wal");
-      writeFileSync(path, "frames");
-      const wal = new WalSync(path, { syncNow });
-      await wal.flush();
-      wal.flushSync();
-      expect(wal.counts.loop + wal.counts.pool).to.equal(1);
-      expect(syncNow === null ? wal.counts.pool : wal.counts.loop).to.equal(1);
-      wal.close();
-    }
-  });
-
-  /** A log synced on the loop by a function the test watches, on a clock the test moves. */
-  function onLoop(syncMs: () => number) {
-    const { path, calls } = fixture();
-    let clock = 0;
-    const loopSyncs: number[] = [];
-    const failures: Error[] = [];
-    let failNext = false;
-    const wal = new WalSync(path, {
-      sync: (_fd, done) => void calls.push(done),
-      syncNow: () => {
-        if (failNext) throw Object.assign(new Error("EIO: i/o error"), { code: "EIO" });
-        loopSyncs.push(clock);
-        clock += syncMs();
-      },
-      onFailure: (err) => failures.push(err),
-      now: () => clock,
-    });
-    return { wal, calls, loopSyncs, failures, advance: (ms: number) => (clock += ms), failNextSync: () => (failNext = true) };
-  }
-
-  it("on the loop: the flushes of one turn share one sync, run once the turn's code is done, and resolve after it", async () => {
-    const { wal, calls, loopSyncs } = onLoop(() => 0.2);
-    const done: string[] = [];
-    void wal.flush().then(() => done.push("a"));
-    void wal.flush().then(() => done.push("b"));
-    expect(loopSyncs, "not before the turn's code is done").to.have.length(0);
-    await Promise.resolve();
-    expect(loopSyncs).to.have.length(1);
-    await turn();
-    expect(done).to.deep.equal(["a", "b"]);
-    void wal.flush().then(() => done.push("c"));
-    await turn();
-    expect(done).to.deep.equal(["a", "b", "c"]);
-    expect(loopSyncs).to.have.length(2);
-    expect(calls, "nothing went to the pool").to.have.length(0);
-    expect(wal.counts).to.deep.equal({ loop: 2, pool: 0, slow: 0 });
-    wal.close();
-  });
-
-  it("a slow sync on the loop sends the next ones to the pool for a while, then the loop tries again", async () => {
-    let syncMs = 0.3;
-    const { wal, calls, loopSyncs, advance } = onLoop(() => syncMs);
+    const missing = new WalSync(join(dir, "none-wal"));
+    await missing.flush();
+    missing.flushSync();
+    expect(missing.failed).to.equal(undefined);
+    const path = join(dir, "rooms.db-wal");
+    writeFileSync(path, "frames");
+    const wal = new WalSync(path);
     await wal.flush();
-    syncMs = SLOW_SYNC_MS + 1; // the disk got slow
-    await wal.flush();
-    expect(loopSyncs).to.have.length(2);
-    syncMs = 0.3;
-    // The next flushes go to the pool: the loop keeps serving while they wait.
-    const pooled = wal.flush();
-    expect(calls).to.have.length(1);
-    calls[0]!(null);
-    await pooled;
-    advance(POOL_AFTER_SLOW_MS / 2);
-    const stillPooled = wal.flush();
-    expect(calls).to.have.length(2);
-    calls[1]!(null);
-    await stillPooled;
-    expect(loopSyncs).to.have.length(2);
-    advance(POOL_AFTER_SLOW_MS);
-    await wal.flush();
-    expect(loopSyncs, "back on the loop").to.have.length(3);
-    expect(wal.counts).to.deep.equal({ loop: 3, pool: 2, slow: 1 });
+    wal.flushSync();
     wal.close();
-  });
-
-  it("on the loop: a failed sync is final and reported once", async () => {
-    const { wal, failures, failNextSync } = onLoop(() => 0.2);
-    await wal.flush();
-    failNextSync();
-    const outcomes = await Promise.all([wal.flush(), wal.flush()].map((p) => p.then(() => "ok", (e: Error) => e.message)));
-    for (const o of outcomes) expect(o).to.match(/could not be synced \(EIO: i\/o error\)/);
-    expect(await wal.flush().then(() => "ok", (e: Error) => e.message)).to.match(/could not be synced/);
-    expect(failures).to.have.length(1);
-    wal.close();
-  });
-
-  it("closing with a sync queued on the loop runs it first: the turn's commits are answered, not failed", async () => {
-    const { wal, loopSyncs } = onLoop(() => 0.2);
-    const queued = wal.flush().then(() => "synced", (e: Error) => e.message);
-    wal.close();
-    expect(loopSyncs).to.have.length(1);
-    expect(await queued).to.equal("synced");
-    expect(await wal.flush().then(() => "synced", (e: Error) => e.message)).to.equal("the SQLite log is closed");
   });
 
   it("closing under a running sync keeps the descriptor until it is done, and reports no failure (a graceful stop)", async () => {
     const { wal, calls } = fixture();
     const failures: Error[] = [];
-    const closing = new WalSync(wal["path"], {
-      sync: (_fd, done) => void calls.push((err) => done(err ?? null)),
-      syncNow: null,
-      onFailure: (err) => failures.push(err),
-    });
+    const closing = new WalSync(wal["path"], (fd, done) => void calls.push((err) => done(err ?? null)), (err) => failures.push(err));
     const first = closing.flush();
     const waiting = closing.flush().then(() => "synced", (e: Error) => e.message);
     closing.close();
