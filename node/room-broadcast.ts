@@ -56,12 +56,17 @@ function directSender(socket: Socket): { sendFrame: SendFrame } | undefined {
   return ws._sender as { sendFrame: SendFrame };
 }
 
-/** The websocket frame (header and body in one buffer: one write per socket) carrying a socket.io event. */
-export function eventFrame(event: string, payload: unknown): Buffer {
-  const [packet] = encoder.encode({ type: PacketType.EVENT, nsp: "/", data: [event, payload] }) as [string];
+/**
+ * The websocket frame (header and body in one buffer: one write per socket) carrying a socket.io event; undefined
+ * for an event with binary parts (several packets: socket.io sends those).
+ */
+function eventFrame(event: string, payload: unknown): readonly Buffer[] | undefined {
+  const packets = encoder.encode({ type: PacketType.EVENT, nsp: "/", data: [event, payload] }) as unknown[];
+  const packet = packets[0];
+  if (packets.length !== 1 || typeof packet !== "string") return undefined;
   // "4": an engine.io message packet; its data is the socket.io packet.
   const list = Sender.frame(Buffer.from(`4${packet}`), { readOnly: false, mask: false, rsv1: false, opcode: 1, fin: true });
-  return list.length === 1 ? list[0]! : Buffer.concat(list);
+  return [list.length === 1 ? list[0]! : Buffer.concat(list)];
 }
 
 export class RoomBroadcast {
@@ -76,19 +81,19 @@ export class RoomBroadcast {
     const ids = this.io.sockets.adapter.rooms.get(target);
     if (ids === undefined) return 0;
     const sockets = this.io.sockets.sockets;
-    let frame: readonly Buffer[] | undefined;
+    let frame: readonly Buffer[] | undefined | null; // null: built, and not one frame
     let reached = 0;
     for (const id of ids) {
       const socket = sockets.get(id);
       if (socket === undefined) continue;
       reached++;
       const sender = directSender(socket);
-      if (sender === undefined) {
+      if (sender !== undefined && frame === undefined) frame = eventFrame(event, payload) ?? null;
+      if (sender === undefined || frame == null) {
         this.queued++;
         socket.emit(event, payload);
         continue;
       }
-      frame ??= [eventFrame(event, payload)];
       sender.sendFrame(frame);
       this.direct++;
     }

@@ -100,6 +100,17 @@ describe("RoomBroadcast", () => {
     expect(broadcast.direct).to.equal(1);
   });
 
+  it("leaves events with binary parts to socket.io (they are several packets)", async () => {
+    const c = await member("r", ["websocket"]);
+    const got = collect(c, "blob", 1);
+    expect(broadcast.emit("r", "blob", { room: "r", data: Buffer.from([1, 2, 3]) })).to.equal(1);
+    const [payload] = (await got) as { room: string; data: ArrayBuffer }[];
+    expect(payload!.room).to.equal("r");
+    expect([...new Uint8Array(payload!.data)]).to.deep.equal([1, 2, 3]);
+    expect(broadcast.queued).to.equal(1);
+    expect(broadcast.direct).to.equal(0);
+  });
+
   it("writes directly to a client once it upgraded from long-polling to websocket", async () => {
     const c = connect(url, { transports: ["polling", "websocket"], forceNew: true, reconnection: false });
     clients.push(c);
