@@ -314,14 +314,14 @@ describe("checkpointer", () => {
     const done = new Map<string, number>();
     const cp = new Checkpointer({ store: local, chain, node: "n1", epoch: () => 1, intervalMs: 150, spreadMs: 400, onCheckpoint: (room) => done.set(room, performance.now()) });
     const rooms = ["a", "b", "c", "d", "e"];
-    const dirty = () => {
+    const dirty = (target: Checkpointer) => {
       for (const room of rooms) {
         const from = local.head(room) + 1;
         local.append(messages(room, from, from + 2));
-        cp.committed(messages(room, from, from + 2));
+        target.committed(messages(room, from, from + 2));
       }
     };
-    dirty();
+    dirty(cp);
     const t0 = performance.now();
     cp.start();
     try {
@@ -336,11 +336,7 @@ describe("checkpointer", () => {
     // flush ignores the spread: with a 10-minute window a spread flush would start its last room 8 minutes in, so
     // finishing at all (bounded at 20 s, far above any disk's noise) shows it wrote the rooms at once.
     const flusher = new Checkpointer({ store: local, chain, node: "n1", epoch: () => 1, intervalMs: 150, spreadMs: 600_000 });
-    for (const room of rooms) {
-      const from = local.head(room) + 1;
-      local.append(messages(room, from, from + 2));
-      flusher.committed(messages(room, from, from + 2));
-    }
+    dirty(flusher);
     let timer: NodeJS.Timeout | undefined;
     const tooLong = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error("flush was spread")), 20_000)));
     try {
