@@ -6,8 +6,8 @@
  * Complete by construction:
  * - the keys the file held when it was opened are read in a page per event-loop turn (a million rows take about
  *   a second; until then every lookup asks SQLite);
- * - every write adds its keys as it commits them, and the keys of bulk writes on their way to the checkpointer
- *   thread (restores) are remembered until they land;
+ * - every write adds its keys as it commits them, and the keys of bulk writes on their way to the bulk thread
+ *   (restores) are remembered until they land;
  * - keys of deleted rooms stay in the filter (false positives only), so once about half of them are dead a
  *   fresh filter is read from the file while the current one keeps answering. It starts with the keys still
  *   on their way (its reading may pass their place in the file before they land), and writes go to both.
