@@ -3,7 +3,7 @@
  * node (for peers over gRPC, and in-process); ClusterAdmin runs them across the cluster from whichever node
  * the operator asked, routing room commands to the room's owner.
  */
-import { FractalError, type CheckpointRoundResult, type RestoreProgress, type RestoreResult, type RoomCheckpointStatus } from "../shards/index.js";
+import { FractalError, homeOf, type CheckpointRoundResult, type RestoreProgress, type RestoreResult, type RoomCheckpointStatus } from "../shards/index.js";
 import type { Membership } from "./membership.js";
 import type { LocalOwner } from "./owner.js";
 import type { Caller, OwnerApi, RoomInfo } from "./room-api.js";
@@ -177,7 +177,7 @@ export class ClusterAdmin {
   async room(room: string) {
     const ring = this.membership.ring;
     const info = await this.apiOf(this.ownerOf(room)).info(this.caller(), room);
-    return { ...info, region: ring.region(room), pinned: this.membership.map.homes?.[room] !== undefined, epoch: this.membership.epoch };
+    return { ...info, region: ring.region(room), pinned: homeOf(this.membership.map, room) !== undefined, epoch: this.membership.epoch };
   }
 
   async checkpoint(room: string | undefined): Promise<CheckpointRoundResult & { nodes: number }> {

@@ -3,6 +3,8 @@
  * metrics and the web chat. Errors are `{error: {code, message}}` with a fitting status.
  */
 import express, { type NextFunction, type Request, type Response } from "express";
+import { STATUS_CODES, type Server as HttpServer } from "node:http";
+import type { Socket } from "node:net";
 import { fileURLToPath } from "node:url";
 import { FractalError, toFractalError, type ClientErrorCode } from "../shards/index.js";
 import type { Tokens } from "./auth.js";
@@ -120,6 +122,33 @@ export function createHttpApi(deps: HttpApiDeps): express.Express {
   return app;
 }
 
+/** The statuses Node itself gives these parser errors, with the protocol's codes. */
+const UNPARSABLE: Record<string, [status: number, code: ClientErrorCode, message: string]> = {
+  HPE_HEADER_OVERFLOW: [431, "too_large", "request line or headers too large"],
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: [413, "too_large", "chunk extensions too large"],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, "bad_request", "request not received in time"],
+  default: [400, "bad_request", "malformed HTTP request"],
+};
+
+/**
+ * Requests that Node's HTTP parser refuses before any handler sees them (a URL or headers over its 16 KB limit,
+ * a malformed request line) get the API's error body too, not Node's bare status line. As Node does itself,
+ * only when no response on the connection has begun (the one attached to it, if any, has sent no headers):
+ * otherwise the error's bytes would land inside that response, so the connection is just closed.
+ */
+export function answerUnparsableRequests(server: HttpServer, metrics: NodeMetrics): void {
+  server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
+    const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+    if (err.code === "ECONNRESET" || !socket.writable || inFlight?.headersSent === true) return void socket.destroy();
+    const [status, code, message] = UNPARSABLE[err.code ?? ""] ?? UNPARSABLE.default!;
+    metrics.clientErrors.inc({ code });
+    const body = JSON.stringify({ error: { code, message } });
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  });
+}
+
 /** A query parameter as a number, or bad_request. Missing or empty parameters are left out. */
 function numberParam(name: string, value: unknown): Record<string, number> {
   if (value === undefined || value === "") return {};
@@ -127,8 +156,9 @@ function numberParam(name: string, value: unknown): Record<string, number> {
   return { [name]: Number(value) };
 }
 
-/** body-parser's errors carry a `type`; map them to protocol codes. */
+/** body-parser's errors carry a `type`, the router's undecodable path parameters are URIErrors: protocol codes. */
 function fromHttpError(err: unknown): FractalError {
+  if (err instanceof URIError) return new FractalError("bad_request", "malformed percent-encoding in the URL path");
   const type = (err as { type?: unknown } | null)?.type;
   if (type === "entity.too.large") return new FractalError("too_large", "request body too large");
   if (typeof type === "string" && type.startsWith("entity.")) return new FractalError("bad_request", "malformed request body");

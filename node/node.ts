@@ -28,7 +28,7 @@ import {
 import { loadAuthSecret, Tokens } from "./auth.js";
 import type { NodeConfig } from "./config.js";
 import { Gateway } from "./gateway.js";
-import { createHttpApi } from "./http-api.js";
+import { answerUnparsableRequests, createHttpApi } from "./http-api.js";
 import { createLogger, type Logger } from "./log.js";
 import { Membership } from "./membership.js";
 import { NodeMetrics } from "./metrics.js";
@@ -314,6 +314,7 @@ export async function startNode(config: NodeConfig): Promise<RunningNode> {
     ready: () => ready && stopping === undefined && !drainWatch.draining,
   });
   const server: HttpServer = createServer(app);
+  answerUnparsableRequests(server, metrics);
   const io = new SocketServer(server, {
     maxHttpBufferSize: MAX_SOCKET_PACKET_BYTES,
     perMessageDeflate: false,

@@ -12,7 +12,11 @@ export const MAX_SEND_ID_LENGTH = 64;
 
 const roomId = z.string().regex(ROOM_ID_PATTERN, "room must match ^[a-z0-9][a-z0-9._-]{0,63}$");
 const seq = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
-const sendId = z.string().min(1).max(MAX_SEND_ID_LENGTH, `id must be 1-${MAX_SEND_ID_LENGTH} characters`);
+const sendId = z
+  .string()
+  .min(1)
+  .max(MAX_SEND_ID_LENGTH, `id must be 1-${MAX_SEND_ID_LENGTH} characters`)
+  .refine((id) => id.isWellFormed(), "id must be well-formed Unicode (no lone surrogates)");
 
 export const JoinPayload = z.object({ room: roomId, since: seq.optional() });
 export const LeavePayload = z.object({ room: roomId });
@@ -51,14 +55,15 @@ export function checkRoomId(room: unknown): string {
 
 /**
  * Validates a send. Text length is counted in characters (code points) so that emoji count once; too long
- * is too_large, empty is bad_request.
+ * is too_large, empty is bad_request. Text and id must be well-formed Unicode (see checkText).
  */
 export function parseSend(payload: unknown, maxTextLength: number, requireRoom = true): SendPayload {
   if (typeof payload !== "object" || payload === null) throw new FractalError("bad_request", "payload must be an object");
   const p = payload as Record<string, unknown>;
   const room = requireRoom ? checkRoomId(p.room) : "";
   // The hot path checks the id by hand (zod's parse was ~1 % of a loaded node's event loop); zod words the error.
-  const id = typeof p.id === "string" && p.id.length >= 1 && p.id.length <= MAX_SEND_ID_LENGTH ? p.id : parsePayload(sendId, p.id);
+  const id =
+    typeof p.id === "string" && p.id.length >= 1 && p.id.length <= MAX_SEND_ID_LENGTH && p.id.isWellFormed() ? p.id : parsePayload(sendId, p.id);
   const text = checkText(p.text, maxTextLength);
   return { room, text, id };
 }
@@ -68,6 +73,9 @@ export function checkText(text: unknown, maxTextLength: number): string {
   // Cheap bound first: a string longer than 2 UTF-16 units per character cannot fit.
   if (text.length > maxTextLength * 2) throw tooLarge(maxTextLength);
   if (text.trim().length === 0) throw new FractalError("bad_request", "text must not be empty");
+  // A lone surrogate has no UTF-8 form: SQLite would keep bytes that read back as U+FFFD, so history would
+  // differ from what the room's members saw live. Refused, like any other malformed input.
+  if (!text.isWellFormed()) throw new FractalError("bad_request", "text must be well-formed Unicode (no lone surrogates)");
   // A string of at most max UTF-16 units has at most max characters: count code points only beyond that.
   if (text.length > maxTextLength && codePoints(text) > maxTextLength) throw tooLarge(maxTextLength);
   return text;

@@ -13,7 +13,7 @@
  * The plan is saved in the object store before the switch, so an interrupted run is resumed by running the
  * command again: takeovers are idempotent.
  */
-import { FractalError, Ring, type ClusterMap, type ClusterMapStore, type ObjectStore } from "../shards/index.js";
+import { FractalError, homeOf, Ring, type ClusterMap, type ClusterMapStore, type ObjectStore } from "../shards/index.js";
 import type { AdminApi } from "./admin.js";
 import type { Membership } from "./membership.js";
 import type { Caller } from "./room-api.js";
@@ -249,7 +249,7 @@ export function targetMap(current: ClusterMap, target: TargetKind): ClusterMap |
     if (!current.nodes.some((n) => n.region === target.region && n.state === "active")) {
       throw new FractalError("bad_request", `region ${target.region} has no active node`);
     }
-    if (current.homes?.[target.room] === target.region) return undefined;
+    if (homeOf(current, target.room) === target.region) return undefined;
     return { epoch: current.epoch + 1, nodes: current.nodes, homes: { ...(current.homes ?? {}), [target.room]: target.region } };
   }
   let changed = false;

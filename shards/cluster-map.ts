@@ -66,6 +66,14 @@ export function ownerNodes(map: ClusterMap): NodeDescriptor[] {
   return map.nodes.filter((n) => n.state === "active");
 }
 
+/**
+ * The region a room is pinned to, if any. An own property only: a room may be called "constructor", and a
+ * plain lookup would find Object.prototype's.
+ */
+export function homeOf(map: ClusterMap, room: string): string | undefined {
+  return map.homes !== undefined && Object.hasOwn(map.homes, room) ? map.homes[room] : undefined;
+}
+
 export function findNode(map: ClusterMap, id: string): NodeDescriptor | undefined {
   return map.nodes.find((n) => n.id === id);
 }

@@ -6,12 +6,27 @@
  * ring of nodes picks its home node. With one region this is a plain ring of nodes.
  */
 import HashRing from "hashring";
-import { type ClusterMap, ownerNodes } from "./cluster-map.js";
+import { type ClusterMap, homeOf, ownerNodes } from "./cluster-map.js";
 
 /** Virtual nodes per node: 160 gives a spread within a few percent of even for 3-10 nodes. */
 const VNODES = 160;
 /** Bound of each ring's owner cache (rooms); past it the cache starts over. */
 const MAX_CACHED_OWNERS = 50_000;
+
+/**
+ * Stands in for hashring's own LRU cache (simple-lru-cache), which keeps its entries in a plain object: a room
+ * named "constructor" found Object there, wrote to the global Object and corrupted the cache's list, and from
+ * then on a lookup of any new room threw, so the node could route no new room until restarted (found by
+ * test/cluster/fuzz.test.ts). Owners are cached in a Map in front of the rings (see owner), so this one caches
+ * nothing.
+ */
+const NO_CACHE = { get: () => undefined, set: () => undefined, del: () => undefined, reset: () => undefined, forEach: () => undefined };
+
+function hashRing(servers: string[]): HashRing {
+  const ring = new HashRing(servers, "md5", { "vnode count": VNODES });
+  (ring as unknown as { cache: typeof NO_CACHE }).cache = NO_CACHE;
+  return ring;
+}
 
 export class Ring {
   readonly epoch: number;
@@ -22,18 +37,19 @@ export class Ring {
   private readonly homes: Readonly<Record<string, string>>;
   private readonly owners = new Map<string, string | undefined>();
 
+  private readonly map: ClusterMap;
+
   constructor(map: ClusterMap) {
+    this.map = map;
     this.epoch = map.epoch;
     const owners = ownerNodes(map);
     this.nodeIds = owners.map((n) => n.id).sort();
     this.regions = [...new Set(owners.map((n) => n.region))].sort();
     this.homes = map.homes ?? {};
-    // Owners are cached in `owners` (a Map): hashring's own LRU would hold a second copy, slower to hit.
-    const options = { "vnode count": VNODES, "max cache size": 16 };
-    this.regionRing = this.regions.length === 0 ? undefined : new HashRing([...this.regions], "md5", options);
+    this.regionRing = this.regions.length === 0 ? undefined : hashRing([...this.regions]);
     for (const region of this.regions) {
       const ids = owners.filter((n) => n.region === region).map((n) => n.id).sort();
-      this.nodeRings.set(region, { ring: new HashRing(ids, "md5", options), size: ids.length });
+      this.nodeRings.set(region, { ring: hashRing(ids), size: ids.length });
     }
   }
 
@@ -44,7 +60,7 @@ export class Ring {
 
   /** The room's home region: pinned by the map, or picked by the ring of regions. */
   region(room: string): string | undefined {
-    const pinned = this.homes[room];
+    const pinned = homeOf(this.map, room);
     if (pinned !== undefined && this.nodeRings.has(pinned)) return pinned;
     // One region needs no hashing (an md5 per lookup: a new map's first pass over 10,000 rooms took 300 ms).
     if (this.regions.length === 1) return this.regions[0];

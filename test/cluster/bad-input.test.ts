@@ -4,6 +4,7 @@
  * process exited).
  */
 import { expect } from "chai";
+import { connect as tcpConnect } from "node:net";
 import {
   connect,
   emitAck,
@@ -91,6 +92,8 @@ describe("cluster: bad input", function () {
     { name: "send with empty id", event: "send", payload: () => ({ room, text: "hi", id: "" }), code: "bad_request" },
     { name: "send with id as number", event: "send", payload: () => ({ room, text: "hi", id: 12 }), code: "bad_request" },
     { name: "send with id of 65 chars", event: "send", payload: () => ({ room, text: "hi", id: long(65) }), code: "bad_request" },
+    { name: "send with a lone surrogate in text", event: "send", payload: () => ({ room, text: "a\ud800b", id: "s1" }), code: "bad_request" },
+    { name: "send with a lone surrogate in id", event: "send", payload: () => ({ room, text: "hi", id: "s\udfff" }), code: "bad_request" },
     { name: "send with empty text", event: "send", payload: () => ({ room, text: "", id: "e1" }), code: "bad_request" },
     { name: "send with text of 4001 chars", event: "send", payload: () => ({ room, text: long(4001), id: "big1" }), code: "too_large" },
     { name: "send to room UPPER", event: "send", payload: () => ({ room: "UPPER", text: "hi", id: "u1" }), code: "bad_request" },
@@ -201,6 +204,25 @@ describe("cluster: bad input", function () {
       await assertClusterServes(c, `after a 2 MB polling payload (${outcome})`);
     });
 
+    it("rooms named like Object.prototype's properties work like any other, on every node, and so do rooms after them", async function () {
+      // hashring's cache found Object under "constructor", and then no node could route a new room (fuzz.test.ts).
+      const c = cluster();
+      const names = ["constructor", "valueof", "hasownproperty", ...Array.from({ length: 20 }, (_, i) => uniqueRoom(`after-${i}`))];
+      for (let i = 0; i < 3; i++) {
+        const s = await connect(c.node(i).httpUrl, await session(c.node(i).httpUrl, uniqueUser("proto")));
+        for (const name of names) {
+          await join(s, name);
+          await send(s, name, `hello ${name}`, `proto-${i}-${name}`.slice(0, 64));
+          await emitAck(s, "leave", { room: name });
+        }
+        s.close();
+      }
+      const info = await http(`${c.node(0).httpUrl}${roomPath("constructor")}`, { token });
+      expect(info.status, info.text).to.equal(200);
+      expect(info.json.seq).to.equal(3);
+      await assertClusterServes(c, "after rooms named constructor");
+    });
+
     it("joining more rooms than --max-rooms-per-connection is forbidden and changes nothing; leaving one makes room", async function () {
       const c = cluster();
       const user = uniqueUser("hoarder");
@@ -308,6 +330,26 @@ describe("cluster: bad input", function () {
       expect(r2.json?.error?.code, r2.text).to.equal("bad_request");
     });
 
+    it("requests Node's HTTP parser refuses (a 20 KB URL, a garbage request line) get the API's error body", async function () {
+      const c = cluster();
+      const long = await http(`${c.node(0).httpUrl}/api/rooms/${"a".repeat(20_000)}/messages`, { token });
+      expect(long.status, long.text).to.equal(431);
+      expect(long.json?.error?.code, long.text).to.equal("too_large");
+      const port = c.node(1).httpPort;
+      for (const raw of ["HELLO\r\n\r\n", "GET / HTTP/9.9\r\n\r\n", "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", "\u0000\u0001\u0002\r\n\r\n"]) {
+        const answer = await new Promise<string>((resolve, reject) => {
+          const sock = tcpConnect(port, "127.0.0.1", () => sock.end(raw));
+          let got = "";
+          sock.on("data", (d) => (got += d.toString("latin1")));
+          sock.on("close", () => resolve(got));
+          sock.on("error", reject);
+        });
+        expect(answer, JSON.stringify(raw)).to.match(/^HTTP\/1\.1 400 /);
+        expect(JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4)).error.code, answer).to.equal("bad_request");
+      }
+      await assertClusterServes(c, "after unparsable requests");
+    });
+
     it("HTTP without a token → 401 unauthorized; with a bad token → 401", async function () {
       const c = cluster();
       for (const [method, url, body] of [
@@ -334,6 +376,14 @@ describe("cluster: bad input", function () {
         expect(r2.status, `${bad}: ${r2.text}`).to.equal(400);
         expect(r2.json?.error?.code).to.equal("bad_request");
       }
+      // Undecodable percent-encoding in the room's path segment (found by fuzz.test.ts: it was a 500 internal).
+      for (const raw of ["%", "%ZZ", "%E0%A4%A", "%ED%A0%80"]) {
+        for (const [path, body] of [[`/api/rooms/${raw}`, undefined], [`/api/rooms/${raw}/messages`, { text: "x", id: "x" }]] as const) {
+          const r = await http(`${c.node(1).httpUrl}${path}`, { token, body });
+          expect(r.status, `${path}: ${r.text}`).to.equal(400);
+          expect(r.json?.error?.code, r.text).to.equal("bad_request");
+        }
+      }
     });
 
     it("bad message bodies over HTTP get bad_request / too_large", async function () {
@@ -348,6 +398,7 @@ describe("cluster: bad input", function () {
       await expectCode({ text: "hi" }, "bad_request", [400]);
       await expectCode({ text: "hi", id: long(65) }, "bad_request", [400]);
       await expectCode({ text: { a: 1 }, id: "h2" }, "bad_request", [400]);
+      await expectCode({ text: "a\ud800", id: "h3" }, "bad_request", [400]);
       await expectCode({ text: long(4001), id: "h3" }, "too_large", [400, 413]);
       await expectCode([1, 2], "bad_request", [400]);
       await expectCode(null, "bad_request", [400]);

@@ -44,6 +44,11 @@ describe("client protocol validation", () => {
     ["a 64-char id", { room: "r", text: "hi", id: "i".repeat(64) }, undefined],
     ["a 65-char id", { room: "r", text: "hi", id: "i".repeat(65) }, "bad_request"],
     ["a numeric id", { room: "r", text: "hi", id: 7 }, "bad_request"],
+    // No UTF-8 form: stored, it would read back as U+FFFD (history unlike what members saw live).
+    ["text with a lone surrogate", { room: "r", text: "a\ud800b", id: "1" }, "bad_request"],
+    ["text ending in a lone high surrogate", { room: "r", text: "ab\ud83d", id: "1" }, "bad_request"],
+    ["an id with a lone surrogate", { room: "r", text: "hi", id: "x\udc00" }, "bad_request"],
+    ["text and id with surrogate pairs", { room: "r", text: "💩 ok", id: "💩" }, undefined],
     ["a bad room", { room: "R", text: "hi", id: "1" }, "bad_request"],
     ["an array", [], "bad_request"],
   ];

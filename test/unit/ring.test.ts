@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import { Membership } from "../../node/membership.js";
-import { mapFromPeers, Ring, type ClusterMap } from "../../shards/index.js";
+import { homeOf, mapFromPeers, Ring, type ClusterMap } from "../../shards/index.js";
 
 function mapOf(ids: string[], epoch = 1): ClusterMap {
   return { epoch, nodes: ids.map((id, i) => ({ id, grpc: `127.0.0.1:${9080 + i}`, http: "", region: "local", state: "active" })) };
@@ -11,6 +11,32 @@ describe("ring", () => {
     const a = new Ring(mapOf(["n1", "n2", "n3"]));
     const b = new Ring(mapOf(["n3", "n1", "n2"]));
     for (let i = 0; i < 1000; i++) expect(a.owner(`room-${i}`)).to.equal(b.owner(`room-${i}`));
+  });
+
+  it("routes rooms named like Object.prototype's properties like any other, and they break no later lookup", () => {
+    // hashring's own cache kept entries in a plain object: "constructor" found Object, corrupted the cache's
+    // list, and every later lookup of a new room threw (a client could stop a node routing new rooms).
+    const ring = new Ring({ ...mapOf(["n1", "n2", "n3"]), homes: { pinned: "local" } });
+    const fresh = () => new Ring(mapOf(["n1", "n2", "n3"]));
+    for (const name of ["constructor", "hasownproperty", "tostring", "valueof", "isprototypeof"]) {
+      expect(ring.owner(name), name).to.be.oneOf(["n1", "n2", "n3"]);
+      expect(ring.region(name), name).to.equal("local");
+    }
+    for (let i = 0; i < 200; i++) expect(ring.owner(`after-${i}`), `after-${i}`).to.equal(fresh().owner(`after-${i}`));
+    expect((Object as unknown as { value?: unknown }).value, "nothing written to the global Object").to.equal(undefined);
+  });
+
+  it("pins only the rooms the map names (own properties of homes), across two regions", () => {
+    const map: ClusterMap = {
+      epoch: 1,
+      nodes: ["a1", "a2", "b1", "b2"].map((id, i) => ({ id, grpc: `127.0.0.1:${9080 + i}`, http: "", region: id.startsWith("a") ? "ra" : "rb", state: "active" })),
+      homes: { "pinned-room": "rb" },
+    };
+    const ring = new Ring(map);
+    expect(ring.region("pinned-room")).to.equal("rb");
+    expect(homeOf(map, "constructor")).to.equal(undefined);
+    expect(homeOf(map, "pinned-room")).to.equal("rb");
+    expect(ring.region("constructor")).to.equal(new Ring({ ...map, homes: {} }).region("constructor"));
   });
 
   it("spreads rooms within 15% of even over three nodes", () => {
