@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import { resolve } from "node:path";
-import { parseNodeConfig } from "../../node/config.js";
+import { envName, NODE_FLAGS, parseNodeConfig, type NodeFlag } from "../../node/config.js";
 
 const peers = "n1=127.0.0.1:9080,n2=127.0.0.1:9081";
 
@@ -74,4 +74,41 @@ describe("node config", () => {
         .with.property("code", "bad_request");
     });
   }
+
+  it("gives every random set of flags and FRACTAL_* variables a config or one bad_request, never another error (seeded)", () => {
+    // Operators' input is input too (invariant 7): whatever the values, the CLI can print one clear line.
+    let a = 0x5eed;
+    const rand = () => {
+      a = (a + 0x6d2b79f5) >>> 0;
+      let t = Math.imul(a ^ (a >>> 15), a | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+    const values = [
+      "", " ", "0", "-1", "1", "1.5", "65535", "65536", "99999999999999999999", "NaN", "Infinity", "1e3", "0x10", "true", "false",
+      "1s", "500ms", "-5s", "1h", "24h", "10d", "1KiB", "64KiB", "4MiB", "1GiB", "2GiB", "1MB", "local", "replicated", "debug", "info",
+      "n1", "n1=127.0.0.1:9080", peers, "n1=127.0.0.1:9080,n1=127.0.0.1:9081", "http://127.0.0.1:8080", "s3://bucket/prefix", "s3://",
+      "/tmp/fractal-fuzz", "./data", "..", "\u0000", "é😀", "constructor", "__proto__", "x".repeat(5000), "a-long-enough-secret-0123456789",
+    ];
+    const flags = Object.keys(NODE_FLAGS) as NodeFlag[];
+    let accepted = 0;
+    for (let i = 0; i < 3000; i++) {
+      const given: Partial<Record<NodeFlag, string>> = { id: "n1", peers };
+      const env: Record<string, string> = {};
+      for (let n = Math.floor(rand() * 6); n > 0; n--) {
+        const value = rand() < 0.8 ? pick(values) : String.fromCharCode(...Array.from({ length: Math.floor(rand() * 20) }, () => Math.floor(rand() * 0x3000)));
+        if (rand() < 0.7) given[pick(flags)] = value;
+        else env[envName(pick(flags))] = value;
+      }
+      try {
+        parseNodeConfig(given, env);
+        accepted++;
+      } catch (err) {
+        expect((err as { code?: unknown }).code, `${JSON.stringify({ given, env })}: ${(err as Error).stack}`).to.equal("bad_request");
+        expect((err as Error).message).to.be.a("string").and.not.equal("");
+      }
+    }
+    expect(accepted, "some random configurations are valid").to.be.greaterThan(100);
+  });
 });
