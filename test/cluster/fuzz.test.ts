@@ -1,8 +1,8 @@
 /**
  * Invariant 7 by seeded fuzzing, against a real 3-node cluster. The table-driven bad-input suites check the
  * inputs someone thought of; this one throws thousands of random and nearly valid ones at every surface a
- * client or operator reaches — socket events over websocket and long-polling, the HTTP API, the admin API —
- * and checks what must hold whatever the input:
+ * client or operator reaches — socket events over websocket and long-polling, raw engine.io / socket.io frames,
+ * the HTTP API, the admin API — and checks what must hold whatever the input:
  * - every acked event is answered, with `{ok: true, …}` or a documented error code, never `internal`;
  * - every HTTP answer is below 500, and an API error is `{error: {code, message}}` with a documented code;
  * - no node exits, and afterwards every node still serves a good client;
@@ -11,6 +11,7 @@
  * The seed is printed; FRACTAL_FUZZ_SEED replays a run and FRACTAL_FUZZ_SCALE multiplies its size.
  */
 import { expect } from "chai";
+import WebSocket from "ws";
 import {
   connect,
   fullHistory,
@@ -403,6 +404,94 @@ describe("cluster: seeded fuzzing of every client and operator input", function 
     await Promise.all(Array.from({ length: 8 }, (_, w) => worker(w)));
     expectNoFailures();
     expect(c.crashes).to.deep.equal([]);
+  });
+
+  it("raw engine.io and socket.io frames (malformed packets, bad ack ids, binary placeholders, deep nesting): no node exits", async () => {
+    // Below socket.io-client: what a hostile client can put on the wire itself. The node may close such a
+    // connection (socket.io's parser refuses the packet) but must keep running and serving everyone else.
+    const c = cluster();
+    const g = new Garbage(SEED + 2, rooms);
+    const deep = (n: number) => `${"[".repeat(n)}${"]".repeat(n)}`;
+    const frame = (): string | Buffer => {
+      const room = JSON.stringify(g.pick(rooms));
+      return g.pick<() => string | Buffer>([
+        () => `42${JSON.stringify(["send", g.payload("send")])}`,
+        () => `42${g.int(0, 2 ** 31)}${JSON.stringify([g.pick(["join", "send", "history", "leave"]), g.payload("join")])}`,
+        () => `42${g.pick(["99999999999999999999", "-1", "1.5", "0x10", "NaN"])}["history",{"room":${room}}]`,
+        () => `42["join",${room}`,
+        () => `42${deep(g.pick([10, 1000, 100_000]))}`,
+        () => `42["send",${deep(g.pick([10, 5000]))}]`,
+        () => `43${g.int(0, 100)}[${room}]`,
+        () => `45${g.pick(["1", "2", "99", "-1", "999999999"])}-["send",{"room":${room},"text":{"_placeholder":true,"num":${g.pick(["0", "1", "-1", "1e9", "\"x\""])}},"id":"b1"}]`,
+        () => `46${g.int(0, 3)}-${g.int(0, 9)}["x",{"_placeholder":true,"num":0}]`,
+        () => g.pick(["2", "3", "5", "6", "1", "40", "41", "44", "4", "", "9", "4x", "4\u0000"]),
+        () => `4${g.string().slice(0, 200)}`,
+        () => Buffer.from(g.string().slice(0, 300)),
+        () => g.string(),
+      ])();
+    };
+    let opened = 0;
+    for (let conn = 0; conn < Math.round(40 * SCALE); conn++) {
+      const node = c.node(conn % 3);
+      const user = g.pick(users);
+      const ws = new WebSocket(`ws://127.0.0.1:${node.httpPort}/socket.io/?EIO=4&transport=websocket`);
+      ws.on("error", () => undefined);
+      const closed = new Promise<void>((resolve) => ws.on("close", () => resolve()));
+      const open = await Promise.race([new Promise<boolean>((resolve) => ws.on("open", () => resolve(true))), closed.then(() => false)]);
+      if (!open) {
+        fail("raw websocket refused before any garbage", node.id);
+        continue;
+      }
+      opened++;
+      // Half the connections log in to the namespace first, so the frames reach the event handlers.
+      if (g.chance(0.5)) ws.send(`40${JSON.stringify({ token: user.token })}`);
+      // Mostly well-formed events with random payloads (they reach the handlers), then the malformed frames
+      // (the first socket.io cannot parse ends the connection).
+      const frames = [
+        ...Array.from({ length: g.int(5, 25) }, () => {
+          const event = g.pick(["join", "send", "history", "leave", "typing"]);
+          return `42${g.chance(0.5) ? g.int(0, 1000) : ""}${JSON.stringify([event, g.payload(event)])}`;
+        }),
+        ...Array.from({ length: g.int(1, 4) }, frame),
+      ];
+      for (const f of frames) {
+        if (ws.readyState !== WebSocket.OPEN) break;
+        // A well-formed send among the garbage may be stored, unacknowledged: the final check allows for it.
+        const event = typeof f === "string" ? /^42\d*(\[.*)$/s.exec(f)?.[1] : undefined;
+        if (event !== undefined) {
+          try {
+            const [name, payload] = JSON.parse(event) as unknown[];
+            if (name === "send") recordSend(payload, user.name, false);
+          } catch {
+            // not JSON: refused by socket.io's parser
+          }
+        }
+        ws.send(f);
+      }
+      await Promise.race([closed, new Promise((r) => setTimeout(r, 50))]);
+      ws.terminate();
+    }
+    expect(opened).to.be.greaterThan(0);
+    // Raw long-polling: an engine.io session, then garbage POSTed as its payload.
+    for (let i = 0; i < Math.round(20 * SCALE); i++) {
+      const base = `${c.node(i % 3).httpUrl}/socket.io/?EIO=4&transport=polling`;
+      const hello = await http(`${base}&t=${i}`);
+      const sid = /"sid":"([^"]+)"/.exec(hello.text)?.[1];
+      if (sid === undefined) {
+        fail("no engine.io session over polling", hello.text.slice(0, 200));
+        continue;
+      }
+      const body = Array.from({ length: g.int(1, 6) }, () => {
+        const f = frame();
+        return typeof f === "string" ? f : `b${f.toString("base64")}`;
+      }).join(g.chance(0.8) ? "\x1e" : "");
+      const res = await fetch(`${base}&sid=${sid}`, { method: "POST", body, headers: { "content-type": "text/plain;charset=UTF-8" }, signal: AbortSignal.timeout(10_000) });
+      if (res.status >= 500) fail(`polling POST: HTTP ${res.status}`, body.slice(0, 200));
+      await res.text();
+    }
+    expectNoFailures();
+    expect(c.crashes).to.deep.equal([]);
+    for (let i = 0; i < 3; i++) expect((await http(`${c.node(i).httpUrl}/healthz`)).status).to.equal(200);
   });
 
   it("afterwards every room holds exactly what was acknowledged, once, at consecutive seqs; every node still serves", async () => {
