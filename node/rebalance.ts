@@ -216,18 +216,20 @@ export class Rebalancer {
   }
 
   private describe(current: ClusterMap, target: ClusterMap, moves: RoomMove[], resumed: boolean, sizes?: Map<string, number>): RebalancePlan {
-    const share: Record<string, { before: number; after: number }> = {};
-    for (const n of [...current.nodes, ...target.nodes]) share[n.id] ??= { before: 0, after: 0 };
+    // A Map, not an object: a node may be called "constructor" (a valid id), which an object already "has".
+    const shares = new Map<string, { before: number; after: number }>();
+    for (const n of [...current.nodes, ...target.nodes]) if (!shares.has(n.id)) shares.set(n.id, { before: 0, after: 0 });
     if (sizes !== undefined) {
       const before = new Ring(current);
       const after = new Ring(target);
       for (const room of sizes.keys()) {
         const b = before.owner(room);
         const a = after.owner(room);
-        if (b !== undefined) share[b]!.before++;
-        if (a !== undefined) share[a]!.after++;
+        if (b !== undefined) shares.get(b)!.before++;
+        if (a !== undefined) shares.get(a)!.after++;
       }
     }
+    const share = Object.fromEntries(shares);
     return {
       fromEpoch: current.epoch,
       target: { ...target, epoch: resumed || target === current ? current.epoch : current.epoch + 1 },

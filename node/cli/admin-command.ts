@@ -240,7 +240,7 @@ function describePlan(p: Plan, drain: string | undefined): string {
   const rows = [["NODE", "STATE AFTER", "ROOMS BEFORE", "ROOMS AFTER", "SHARE AFTER"]];
   const total = Math.max(1, Object.values(p.share).reduce((a, s) => a + s.after, 0));
   for (const n of p.target.nodes) {
-    const s = p.share[n.id] ?? { before: 0, after: 0 };
+    const s = (Object.hasOwn(p.share, n.id) ? p.share[n.id] : undefined) ?? { before: 0, after: 0 };
     rows.push([n.id, n.state, String(s.before), String(s.after), `${((s.after / total) * 100).toFixed(1)}%`]);
   }
   out += table(rows);

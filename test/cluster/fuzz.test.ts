@@ -213,6 +213,11 @@ describe("cluster: seeded fuzzing of every client and operator input", function 
     console.log(`      fuzz seed ${SEED} (FRACTAL_FUZZ_SEED=${SEED} replays it)`);
   });
 
+  // Each test reports its own failures (the sends' record is shared: the last test checks all of them).
+  beforeEach(() => {
+    failures.length = 0;
+  });
+
   function fail(what: string, detail: unknown): void {
     if (failures.length < 50) failures.push({ what, detail: JSON.stringify(detail)?.slice(0, 400) ?? String(detail) });
   }

@@ -98,3 +98,22 @@ describe("rebalance: interrupted and run again", () => {
     expect(third.moves).to.deep.equal([]);
   });
 });
+
+describe("rebalance plan: the share per node", () => {
+  it("counts every node, whatever its id (one called constructor or tostring too)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "fractal-share-"));
+    dirs.push(dir);
+    const objects = new DirectoryObjectStore(dir);
+    const mapStore = new ClusterMapStore(objects);
+    const initial: ClusterMap = { epoch: 1, nodes: [node("constructor", 0, "active"), node("tostring", 1, "active"), node("n3", 2, "joining")] };
+    await mapStore.bootstrap(initial);
+    const m = new Membership("constructor", initial, async () => (await mapStore.read())!.map);
+    const nodes = new FakeNodes(() => m.ring);
+    const plan = await new Rebalancer(m, mapStore, objects, (id) => nodes.api(id), async () => ROOMS).plan({ kind: "rebalance" });
+    const share = JSON.parse(JSON.stringify(plan.share)) as Record<string, { before: number; after: number }>;
+    expect(Object.keys(share).sort()).to.deep.equal(["constructor", "n3", "tostring"]);
+    expect(Object.values(share).reduce((n, s) => n + s.before, 0)).to.equal(ROOMS.length);
+    expect(Object.values(share).reduce((n, s) => n + s.after, 0)).to.equal(ROOMS.length);
+    expect(new Map(Object.entries(share)).get("constructor")!.before).to.be.greaterThan(0);
+  });
+});
