@@ -57,14 +57,20 @@ class FakeNodes {
   }
 }
 
+/** A fresh object store in a temp directory with `initial` as its cluster map. */
+async function bootstrapped(initial: ClusterMap): Promise<{ objects: DirectoryObjectStore; mapStore: ClusterMapStore }> {
+  const dir = mkdtempSync(join(tmpdir(), "fractal-rebalance-"));
+  dirs.push(dir);
+  const objects = new DirectoryObjectStore(dir);
+  const mapStore = new ClusterMapStore(objects);
+  await mapStore.bootstrap(initial);
+  return { objects, mapStore };
+}
+
 describe("rebalance: interrupted and run again", () => {
   it("resumes the saved plan after the switch, finishes the rooms left, and then has nothing left to do", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "fractal-resume-"));
-    dirs.push(dir);
-    const objects = new DirectoryObjectStore(dir);
-    const mapStore = new ClusterMapStore(objects);
     const initial: ClusterMap = { epoch: 1, nodes: [node("n1", 0, "active"), node("n2", 1, "active"), node("n3", 2, "joining"), node("n4", 3, "joining")] };
-    await mapStore.bootstrap(initial);
+    const { objects, mapStore } = await bootstrapped(initial);
     const source = async () => (await mapStore.read())!.map;
     const m1 = new Membership("n1", initial, source);
     const nodes = new FakeNodes(() => m1.ring);
@@ -101,12 +107,8 @@ describe("rebalance: interrupted and run again", () => {
 
 describe("rebalance plan: the share per node", () => {
   it("counts every node, whatever its id (one called constructor or tostring too)", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "fractal-share-"));
-    dirs.push(dir);
-    const objects = new DirectoryObjectStore(dir);
-    const mapStore = new ClusterMapStore(objects);
     const initial: ClusterMap = { epoch: 1, nodes: [node("constructor", 0, "active"), node("tostring", 1, "active"), node("n3", 2, "joining")] };
-    await mapStore.bootstrap(initial);
+    const { objects, mapStore } = await bootstrapped(initial);
     const m = new Membership("constructor", initial, async () => (await mapStore.read())!.map);
     const nodes = new FakeNodes(() => m.ring);
     const plan = await new Rebalancer(m, mapStore, objects, (id) => nodes.api(id), async () => ROOMS).plan({ kind: "rebalance" });
