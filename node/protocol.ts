@@ -37,6 +37,14 @@ export interface SendPayload {
   readonly id: string;
 }
 
+/**
+ * A send's idempotency id: 1-64 characters of well-formed Unicode (a lone surrogate has no UTF-8 form, so it
+ * would not be stored as given; see checkText). The one check for every way a send arrives: clients, HTTP, peers.
+ */
+export function isSendId(id: unknown): id is string {
+  return typeof id === "string" && id.length >= 1 && id.length <= MAX_SEND_ID_LENGTH && id.isWellFormed();
+}
+
 /** Parses a payload with `schema`; anything else becomes bad_request naming the first problem. */
 export function parsePayload<T>(schema: z.ZodType<T>, payload: unknown): T {
   const result = schema.safeParse(payload);
@@ -62,8 +70,7 @@ export function parseSend(payload: unknown, maxTextLength: number, requireRoom =
   const p = payload as Record<string, unknown>;
   const room = requireRoom ? checkRoomId(p.room) : "";
   // The hot path checks the id by hand (zod's parse was ~1 % of a loaded node's event loop); zod words the error.
-  const id =
-    typeof p.id === "string" && p.id.length >= 1 && p.id.length <= MAX_SEND_ID_LENGTH && p.id.isWellFormed() ? p.id : parsePayload(sendId, p.id);
+  const id = isSendId(p.id) ? p.id : parsePayload(sendId, p.id);
   const text = checkText(p.text, maxTextLength);
   return { room, text, id };
 }

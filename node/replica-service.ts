@@ -10,7 +10,7 @@
 import { FractalError, NODE_ID_PATTERN, ReplicaStatus, type ReplicaItem, type ReplicaStore, type StoredMessage } from "../shards/index.js";
 import { USER_NAME_PATTERN } from "./auth.js";
 import type { Membership } from "./membership.js";
-import { checkRoomId, MAX_SEND_ID_LENGTH } from "./protocol.js";
+import { checkRoomId, isSendId, MAX_SEND_ID_LENGTH } from "./protocol.js";
 import type { Caller } from "./room-api.js";
 import type { ReplicaAnswer } from "./replicator.js";
 
@@ -156,7 +156,7 @@ export function toItem(r: ReplicaRoomRequest): ReplicaItem {
   if (r.after + r.messages.length > Number.MAX_SAFE_INTEGER) throw new FractalError("bad_request", `${room}: seqs out of range`);
   const messages = r.messages.map((m, i) => {
     if (m.seq !== r.after + i + 1) throw new FractalError("bad_request", `${room}: message ${i} has seq ${m.seq}, expected ${r.after + i + 1}`);
-    if (typeof m.id !== "string" || m.id.length === 0 || m.id.length > MAX_SEND_ID_LENGTH) throw new FractalError("bad_request", `${room}: bad id at seq ${m.seq}`);
+    if (!isSendId(m.id)) throw new FractalError("bad_request", `${room}: bad id at seq ${m.seq}`);
     if (typeof m.user !== "string" || !USER_NAME_PATTERN.test(m.user)) throw new FractalError("bad_request", `${room}: bad user at seq ${m.seq}`);
     // The owner already applied its text limit; the call's size is bounded by the gRPC message limit.
     if (typeof m.text !== "string" || m.text.length === 0) throw new FractalError("bad_request", `${room}: bad text at seq ${m.seq}`);

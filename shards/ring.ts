@@ -22,6 +22,8 @@ const MAX_CACHED_OWNERS = 50_000;
  */
 const NO_CACHE = { get: () => undefined, set: () => undefined, del: () => undefined, reset: () => undefined, forEach: () => undefined };
 
+const NO_PINS: Readonly<Record<string, string>> = Object.freeze({});
+
 function hashRing(servers: string[]): HashRing {
   const ring = new HashRing(servers, "md5", { "vnode count": VNODES });
   (ring as unknown as { cache: typeof NO_CACHE }).cache = NO_CACHE;
@@ -34,18 +36,13 @@ export class Ring {
   readonly regions: readonly string[];
   private readonly regionRing: HashRing | undefined;
   private readonly nodeRings = new Map<string, { ring: HashRing; size: number }>();
-  private readonly homes: Readonly<Record<string, string>>;
   private readonly owners = new Map<string, string | undefined>();
 
-  private readonly map: ClusterMap;
-
-  constructor(map: ClusterMap) {
-    this.map = map;
+  constructor(private readonly map: ClusterMap) {
     this.epoch = map.epoch;
     const owners = ownerNodes(map);
     this.nodeIds = owners.map((n) => n.id).sort();
     this.regions = [...new Set(owners.map((n) => n.region))].sort();
-    this.homes = map.homes ?? {};
     this.regionRing = this.regions.length === 0 ? undefined : hashRing([...this.regions]);
     for (const region of this.regions) {
       const ids = owners.filter((n) => n.region === region).map((n) => n.id).sort();
@@ -55,7 +52,7 @@ export class Ring {
 
   /** Rooms pinned to a home region by the map (`fractal admin move-room`). */
   get pins(): Readonly<Record<string, string>> {
-    return this.homes;
+    return this.map.homes ?? NO_PINS;
   }
 
   /** The room's home region: pinned by the map, or picked by the ring of regions. */

@@ -9,7 +9,7 @@ import { USER_NAME_PATTERN } from "../auth.js";
 import type { Logger } from "../log.js";
 import type { Membership } from "../membership.js";
 import type { LocalOwner } from "../owner.js";
-import { checkRoomId, checkText, MAX_HISTORY_LIMIT, MAX_SEND_ID_LENGTH } from "../protocol.js";
+import { checkRoomId, checkText, isSendId, MAX_HISTORY_LIMIT } from "../protocol.js";
 import type { Caller } from "../room-api.js";
 import type { AdminApi } from "../admin.js";
 import type { Handoff, OwnershipTransfer } from "../transfer.js";
@@ -89,7 +89,7 @@ export function peerImplementation(deps: PeerServerDeps): PeerServer {
     return Promise.all(
       req.sends.map(async (item) => {
         try {
-          if (item.id.length === 0 || item.id.length > MAX_SEND_ID_LENGTH) throw new FractalError("bad_request", "bad send id");
+          if (!isSendId(item.id)) throw new FractalError("bad_request", "bad send id");
           const text = checkText(item.text, deps.maxTextLength);
           const r = await owner.send(c, checkRoomId(item.room), user(item.user), item.id, text);
           return { seq: r.seq, ts: r.ts, errorCode: "", errorMessage: "", epoch: 0 };
@@ -131,7 +131,7 @@ export function peerImplementation(deps: PeerServerDeps): PeerServer {
       return {};
     }),
     send: unary("send", async (req) => {
-      if (req.id.length === 0 || req.id.length > MAX_SEND_ID_LENGTH) throw new FractalError("bad_request", "bad send id");
+      if (!isSendId(req.id)) throw new FractalError("bad_request", "bad send id");
       const text = checkText(req.text, deps.maxTextLength);
       return owner.send(caller(req.caller), checkRoomId(req.room), user(req.user), req.id, text);
     }),

@@ -25,6 +25,7 @@ import {
   MessageCollector,
   type Socket,
 } from "../helpers/cluster.js";
+import { prng } from "../helpers/prng.js";
 
 const CODES = ["bad_request", "unauthorized", "forbidden", "not_joined", "not_found", "too_large", "rate_limited", "unavailable", "internal"];
 const ADMIN_TOKEN = "fuzz-admin-token-0123456789";
@@ -40,18 +41,6 @@ function asText(v: unknown): string {
   } catch {
     return JSON.stringify(v) ?? "?";
   }
-}
-
-/** mulberry32: small, fast, and the same sequence for the same seed on every machine. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 class Garbage {

@@ -22,6 +22,7 @@ import {
   type ChatMessage,
   type TestCluster,
 } from "../helpers/cluster.js";
+import { prng } from "../helpers/prng.js";
 
 type Method = (typeof PeerService)[keyof typeof PeerService];
 const identity = (b: Buffer): Buffer => b;
@@ -54,13 +55,7 @@ function noise(seed: number, length: number): Buffer {
  * valid caller (field 1 of every request), so they get past the caller check to the method's own validation.
  */
 function wireFuzz(seed: number, decoyRoom: string, epoch: number): () => Buffer {
-  let a = seed >>> 0;
-  const rand = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rand = prng(seed);
   const int = (n: number) => Math.floor(rand() * n);
   const varint = (v: bigint): number[] => {
     const out: number[] = [];

@@ -1,6 +1,7 @@
 import { expect } from "chai";
 import { resolve } from "node:path";
 import { envName, NODE_FLAGS, parseNodeConfig, type NodeFlag } from "../../node/config.js";
+import { prng } from "../helpers/prng.js";
 
 const peers = "n1=127.0.0.1:9080,n2=127.0.0.1:9081";
 
@@ -77,13 +78,7 @@ describe("node config", () => {
 
   it("gives every random set of flags and FRACTAL_* variables a config or one bad_request, never another error (seeded)", () => {
     // Operators' input is input too (invariant 7): whatever the values, the CLI can print one clear line.
-    let a = 0x5eed;
-    const rand = () => {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let t = Math.imul(a ^ (a >>> 15), a | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
+    const rand = prng(0x5eed);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
     const values = [
       "", " ", "0", "-1", "1", "1.5", "65535", "65536", "99999999999999999999", "NaN", "Infinity", "1e3", "0x10", "true", "false",
